@@ -1,0 +1,37 @@
+# One way to run everything; CI runs `make test` too.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test check lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install iotpush with its tools
+
+run: $(STAMP)  ## serve on 127.0.0.1:8080, keeping everything in ./iotpush.db
+	$(VENV)/bin/iotpush serve
+
+test: $(STAMP)  ## lint, type-check and run the whole test suite
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(PY) -m pytest
+
+check: $(STAMP)  ## lint and type-check only
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)  ## the benchmark: iotpush vs bare ASGI vs the vendor pattern, 3 rounds
+	$(PY) benchmarks/run.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

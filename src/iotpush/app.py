@@ -1,0 +1,265 @@
+"""The ASGI application: receive paths, limits, and the accept path into the inbox.
+
+A push is answered ``200 ok`` only once the inbox has committed it. Anything refused gets a JSON
+body naming the problem and the field path, and is kept in quarantine for the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+from .exceptions import InboxUnavailable, NotificationError
+from .idempotency import key_and_slot
+from .inbox import Inbox, Incoming, Rejection
+from .models import Route, decode
+
+__all__ = ["App"]
+
+log = logging.getLogger("iotpush")
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+Hook: TypeAlias = Callable[[], Awaitable[None]]
+
+DEFAULT_PATH: Final = "/v1.0.0/messageReceiver"
+DEFAULT_MAX_BODY: Final = 1024 * 1024
+
+# Request headers kept with each entry: enough to tell senders apart, nothing sensitive.
+KEPT_HEADERS: Final = frozenset(
+    (b"content-type", b"user-agent", b"x-forwarded-for", b"x-real-ip", b"x-request-id", b"host")
+)
+MAX_QUARANTINED_HEADERS: Final = 64
+
+_OK_START: Final = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"2")],
+}
+_OK_BODY: Final = {"type": "http.response.body", "body": b"ok"}
+_JSON_TYPES: Final = (b"application/json", b"text/json")
+
+
+class _Refused(Exception):
+    """A request the app answers with a 4xx; ``body`` is what was read of it, for quarantine."""
+
+    def __init__(self, status: int, reason: str, field: str = "$", body: bytes = b"") -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.field, self.body = status, reason, field, body
+
+
+async def _respond(
+    send: Send, status: int, payload: Any, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    body = msgspec.json.encode(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media in _JSON_TYPES or media.endswith(b"+json")
+
+
+class App:
+    """The receiver as an ASGI 3 application.
+
+    Args:
+        inbox: Where accepted notifications are persisted before the 200.
+        path: The main receive path (the callback URL's path); the NB-IoT command status path is
+            ``path + "/cmd"`` unless ``command_path`` is given.
+        command_path: The NB-IoT command status path.
+        max_body: The largest body accepted, in bytes (413 beyond).
+        on_startup: Coroutines run at ASGI lifespan startup, after the inbox opened.
+        on_shutdown: Coroutines run at lifespan shutdown, before the inbox closes.
+        clock: Returns the time in Unix seconds (injected by tests).
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        *,
+        path: str = DEFAULT_PATH,
+        command_path: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        on_startup: Iterable[Hook] = (),
+        on_shutdown: Iterable[Hook] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.inbox = inbox
+        self.path = "/" + path.strip("/")
+        self.command_path = "/" + (command_path or f"{self.path}/cmd").strip("/")
+        self.max_body = max_body
+        self.on_startup = list(on_startup)
+        self.on_shutdown = list(on_shutdown)
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.state: dict[str, Any] = {}
+        """Objects the application was built with (``state["dispatcher"]``), for tools and tests."""
+        self._routes: dict[str, Route] = {self.path: "notify", self.command_path: "command"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.inbox.open()
+                    for hook in self.on_startup:
+                        await hook()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    for hook in self.on_shutdown:
+                        await hook()
+                finally:
+                    await self.inbox.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        route = self._routes.get(path)
+        if route is None:
+            route = self._routes.get(path.rstrip("/")) if path != "/" else None
+        if route is None:
+            if path == "/health" and scope["method"] in ("GET", "HEAD"):
+                await _respond(send, 200, {"status": "ok"})
+                return
+            self.counters["404"] += 1
+            await _respond(send, 404, {"error": f"no receiver at {path}", "path": "$"})
+            return
+        if scope["method"] != "POST":
+            self.counters["405"] += 1
+            await _respond(
+                send,
+                405,
+                {"error": "only POST is accepted here", "path": "$"},
+                [(b"allow", b"POST")],
+            )
+            return
+        received_at = self.clock()
+        body = b""
+        try:
+            body = await self._read_body(scope, receive)
+            notification = decode(body, route)
+        except _Refused as refused:
+            await self._refuse(send, scope, path, body, received_at, refused)
+            return
+        except NotificationError as exc:
+            await self._refuse(
+                send, scope, path, body, received_at, _Refused(400, exc.reason, exc.path)
+            )
+            return
+        key, slot = key_and_slot(notification)
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in KEPT_HEADERS
+        }
+        client = scope.get("client")
+        if client:
+            headers["x-iotpush-peer"] = str(client[0])
+        item = Incoming(
+            body,
+            notification.notify_type,
+            notification.device,
+            key,
+            slot,
+            path,
+            headers,
+            received_at,
+        )
+        try:
+            accepted = await self.inbox.append(item)
+        except InboxUnavailable as exc:
+            self.counters["503"] += 1
+            log.error("not acknowledged, the inbox cannot persist: %s", exc)
+            error = {"error": "the inbox cannot persist the notification now; retry", "path": "$"}
+            await _respond(send, 503, error, [(b"retry-after", b"5")])
+            return
+        self.counters["duplicate" if accepted.duplicate else "accepted"] += 1
+        await send(_OK_START)
+        await send(_OK_BODY)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        content_type = b""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_body:
+                    raise _Refused(413, f"body larger than {self.max_body} bytes")
+            elif name == b"content-type":
+                content_type = value
+        if content_type and not _is_json(content_type):
+            media = content_type.decode("latin-1")
+            raise _Refused(415, f"expected Content-Type application/json, got {media!r}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                raise _Refused(400, "the request ended before its body")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                chunks.append(chunk[: self.max_body - size + len(chunk)])
+                raise _Refused(
+                    413, f"body larger than {self.max_body} bytes", body=b"".join(chunks)
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(
+        self,
+        send: Send,
+        scope: Scope,
+        path: str,
+        body: bytes,
+        received_at: float,
+        refused: _Refused,
+    ) -> None:
+        self.counters[str(refused.status)] += 1
+        log.warning(
+            "refused a push to %s: %s %s (%s)", path, refused.status, refused.reason, refused.field
+        )
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in list(scope["headers"])[:MAX_QUARANTINED_HEADERS]
+        }
+        kept = body or refused.body
+        rejection = Rejection(
+            received_at, path, refused.status, refused.reason, refused.field, kept, headers
+        )
+        try:
+            await self.inbox.quarantine(rejection)
+        except Exception:  # the answer still goes out; the operator learns from the log
+            log.exception("could not quarantine a refused body")
+        await _respond(send, refused.status, {"error": refused.reason, "path": refused.field})

@@ -1,0 +1,329 @@
+"""The ``iotpush`` command: a thin layer of options over the library.
+
+Every option can also be set by an environment variable ``IOTPUSH_<COMMAND>_<OPTION>`` (for
+``serve``: ``IOTPUSH_SERVE_PORT``...), and the store of every command by ``IOTPUSH_STORE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from ._when import format_ts, parse_duration, parse_when
+from .exceptions import IotpushError
+from .inbox import STATES, Entry, Inbox, Selection
+from .models import NOTIFICATION_TYPES
+from .server import DEFAULT_STORE, Config, open_store, run
+
+T = TypeVar("T")
+
+store_option = click.option(
+    "--store",
+    envvar="IOTPUSH_STORE",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="Where notifications are kept: sqlite:///FILE or memory://.",
+)
+
+
+def _inbox_call(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_store(Config(store=store)) as inbox:
+            return await fn(inbox)
+
+    try:
+        return asyncio.run(main())
+    except IotpushError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            return value if isinstance(value, float) else parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _When(click.ParamType):  # type: ignore[type-arg]
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            return value if isinstance(value, float) else parse_when(str(value), time.time())
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION, WHEN = _Duration(), _When()
+TYPE_CHOICE = click.Choice(list(NOTIFICATION_TYPES))
+
+
+@click.group(context_settings={"auto_envvar_prefix": "IOTPUSH", "show_default": True})
+@click.version_option(package_name="iotpush")
+def main() -> None:
+    """iotpush: a durable receiver for the IoT platform's push notifications."""
+
+
+@main.command()
+@click.argument("receiver", required=False)
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8080, type=int, help="Port to listen on.")
+@store_option
+@click.option(
+    "--synchronous",
+    type=click.Choice(["OFF", "NORMAL", "FULL", "EXTRA"], case_sensitive=False),
+    default="FULL",
+    help="SQLite durability: FULL survives power loss, NORMAL a crash.",
+)
+@click.option("--path", default="/v1.0.0/messageReceiver", help="The callback URL's path.")
+@click.option(
+    "--command-path", default=None, help="NB-IoT command status path [default: PATH/cmd]."
+)
+@click.option("--max-body", default=1024 * 1024, type=int, help="Largest body accepted, in bytes.")
+@click.option(
+    "--dedupe-window", default="48h", type=DURATION, help="How long duplicates are recognised."
+)
+@click.option("--concurrency", default=32, type=int, help="Deliveries to handlers at once.")
+@click.option(
+    "--max-attempts", default=8, type=int, help="Attempts before an entry is dead-lettered."
+)
+@click.option(
+    "--backoff", default="1s", type=DURATION, help="Wait before the first retry (doubles)."
+)
+@click.option(
+    "--handler-timeout", default="60s", type=DURATION, help="Time limit of one handler call."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.option("--access-log/--no-access-log", default=False, help="Log every request.")
+def serve(receiver: str | None, **options: Any) -> None:
+    """Run the receiver. RECEIVER is MODULE:ATTR; without one, notifications are printed as JSON."""
+    options["synchronous"] = options["synchronous"].upper()
+    try:
+        run(Config(receiver=receiver, **options))
+    except IotpushError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("kind")
+@click.option(
+    "--url", default="http://127.0.0.1:8080/v1.0.0/messageReceiver", help="Callback URL to post to."
+)
+@click.option("--count", default=1, type=int, help="How many notifications to post.")
+@click.option(
+    "--rate",
+    default=None,
+    type=float,
+    help="Notifications per second (default: as fast as possible).",
+)
+@click.option("--concurrency", default=1, type=int, help="Requests in flight at once.")
+@click.option(
+    "--device", default=None, help="Device id to use (default: a new one per notification)."
+)
+def send(
+    kind: str, url: str, count: int, rate: float | None, concurrency: int, device: str | None
+) -> None:
+    """Post notifications as the platform does. KIND: a notifyType, 'mix', or a JSON file.
+
+    Each notification is new (fresh ids and times) unless a FILE is sent, which is posted as is.
+    """
+    from . import testing
+
+    if kind in NOTIFICATION_TYPES or kind == "mix":
+        kinds = list(NOTIFICATION_TYPES) if kind == "mix" else [kind]
+        overrides = {} if device is None else {"device_id": device}
+
+        def make(i: int) -> Any:
+            chosen = kinds[i % len(kinds)]
+            has_device = "device_id" in NOTIFICATION_TYPES[chosen].__struct_fields__
+            return testing.build(chosen, **(overrides if has_device else {}))
+
+        bodies: Any = make
+    elif Path(kind).is_file():
+        bodies = [Path(kind).read_bytes()]
+    else:
+        raise click.BadParameter(f"{kind!r} is neither a notifyType nor a file", param_hint="KIND")
+    report = asyncio.run(testing.send(url, bodies, count=count, rate=rate, concurrency=concurrency))
+    click.echo(str(report))
+    if report.ok < report.sent or report.errors:
+        for status, n in sorted(report.by_status.items()):
+            if status != 200:
+                click.echo(f"  HTTP {status}: {n}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("kind", required=False, type=TYPE_CHOICE)
+@click.option("--compact", is_flag=True, help="One line per body, as the platform sends it.")
+def examples(kind: str | None, compact: bool) -> None:
+    """Print an example body of KIND, or of every type."""
+    from . import testing
+
+    for name in [kind] if kind else list(NOTIFICATION_TYPES):
+        body = testing.encode(testing.example(name), pretty=not compact)
+        if not kind and not compact:
+            click.echo(f"# {name}  (POST {testing.path_for(name)})")
+        click.echo(body.decode())
+
+
+@main.group()
+def quarantine() -> None:
+    """Bodies the receiver refused (bad JSON, unknown type...), kept for the operator."""
+
+
+@quarantine.command("ls")
+@store_option
+@click.option("--limit", default=50, type=int)
+@click.option("--after", default=0, type=int, help="Only records with an id above this.")
+def quarantine_ls(store: str, limit: int, after: int) -> None:
+    """List refused bodies, oldest first."""
+    records = _inbox_call(store, lambda inbox: inbox.quarantined(limit=limit, after=after))
+    if not records:
+        click.echo("quarantine is empty")
+    for r in records:
+        click.echo(
+            f"{r.id:>6}  {format_ts(r.received_at)}  {r.status}  {r.path}  {r.field}: {r.reason}"
+        )
+
+
+@quarantine.command("show")
+@click.argument("id", type=int)
+@store_option
+def quarantine_show(id: int, store: str) -> None:
+    """Show one refused body with its headers."""
+    r = _inbox_call(store, lambda inbox: inbox.get_quarantined(id))
+    click.echo(
+        f"id: {r.id}\nreceived: {format_ts(r.received_at)}\npath: {r.path}\nstatus: {r.status}"
+    )
+    click.echo(f"reason: {r.reason}\nfield: {r.field}")
+    for name, value in r.headers.items():
+        click.echo(f"header {name}: {value}")
+    click.echo(f"body ({len(r.body)} bytes):")
+    click.echo(r.body.decode("utf-8", "backslashreplace"))
+
+
+@main.group()
+def inbox() -> None:
+    """Accepted notifications and their delivery: inspect, replay, purge."""
+
+
+@inbox.command("stats")
+@store_option
+def inbox_stats(store: str) -> None:
+    """Counts by state and type, and how old the oldest undelivered entry is."""
+    s = _inbox_call(store, lambda inbox: inbox.stats())
+    click.echo(
+        f"entries: {s.total}  duplicates caught: {s.duplicates}  quarantined: {s.quarantined}"
+    )
+    click.echo("by state: " + ", ".join(f"{st} {s.by_state.get(st, 0)}" for st in STATES))
+    age = s.oldest_pending_age
+    click.echo("oldest undelivered: " + ("none" if age is None else f"{age:.1f} s ago"))
+    if s.by_type:
+        click.echo(f"{'type':<44}" + "".join(f"{st:>9}" for st in STATES))
+        for name, counts in sorted(s.by_type.items()):
+            click.echo(f"{name:<44}" + "".join(f"{counts.get(st, 0):>9}" for st in STATES))
+
+
+def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(
+        [
+            click.option("--state", "states", multiple=True, type=click.Choice(STATES)),
+            click.option("--type", "type_", default=None, type=TYPE_CHOICE),
+            click.option("--device", default=None),
+            click.option(
+                "--since", default=None, type=WHEN, help="A time, or a duration ago (2h)."
+            ),
+            click.option("--until", default=None, type=WHEN, help="A time, or a duration ago."),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def _entry_line(e: Entry) -> str:
+    return (
+        f"{e.id:>8}  {format_ts(e.received_at)}  {e.state:<8} {e.attempts:>2}  "
+        f"{e.type:<28} {e.device or '-'}"
+    )
+
+
+@inbox.command("ls")
+@store_option
+@_selection_options
+@click.option("--limit", default=50, type=int)
+@click.option("--after", default=0, type=int, help="Only entries with an id above this.")
+def inbox_ls(store: str, states: tuple[str, ...], type_: str | None, device: str | None,
+             since: float | None, until: float | None, limit: int, after: int) -> None:  # fmt: skip
+    """List entries, oldest first: id, received, state, attempts, type, device."""
+    sel = Selection(states=states or None, type=type_, device=device, since=since, until=until)  # type: ignore[arg-type]
+    entries = _inbox_call(store, lambda inbox: inbox.find(sel, limit=limit, after=after))
+    if not entries:
+        click.echo("no entries match")
+    for e in entries:
+        click.echo(_entry_line(e))
+
+
+@inbox.command("show")
+@click.argument("id", type=int)
+@store_option
+def inbox_show(id: int, store: str) -> None:
+    """Show one entry: its state, attempts, last error and body."""
+    e = _inbox_call(store, lambda inbox: inbox.get(id))
+    for name in ("id", "type", "device", "state", "attempts", "key", "path", "owner", "duplicates"):
+        click.echo(f"{name}: {getattr(e, name)}")
+    for name in ("received_at", "due_at", "lease_until", "finished_at", "last_duplicate_at"):
+        click.echo(f"{name}: {format_ts(getattr(e, name))}")
+    click.echo("headers: " + msgspec.json.encode(e.headers).decode())
+    click.echo("body: " + e.body.decode("utf-8", "backslashreplace"))
+    if e.last_error:
+        click.echo("last error:\n" + e.last_error)
+
+
+@inbox.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@store_option
+@_selection_options
+def inbox_replay(ids: tuple[int, ...], store: str, states: tuple[str, ...], type_: str | None,
+                 device: str | None, since: float | None, until: float | None) -> None:  # fmt: skip
+    """Deliver entries again: by IDS, or by selection (default: every dead-lettered entry)."""
+    if not (ids or states or type_ or device or since or until):
+        states = ("dead",)
+    sel = Selection(ids=ids or None, states=states or None, type=type_, device=device,  # type: ignore[arg-type]
+                    since=since, until=until)  # fmt: skip
+    count = _inbox_call(store, lambda inbox: inbox.replay(sel))
+    click.echo(f"{count} entries queued for delivery again")
+
+
+@inbox.command("purge")
+@click.option("--before", required=True, type=WHEN, help="A time, or an age such as 7d.")
+@store_option
+def inbox_purge(before: float, store: str) -> None:
+    """Delete delivered and dead entries (and quarantined bodies) received before a time."""
+
+    def progress(total: int) -> None:
+        click.echo(f"\rpurged {total}...", nl=False, err=True)
+
+    count = _inbox_call(store, lambda inbox: inbox.purge(before, progress=progress))
+    click.echo(f"\rpurged {count} records received before {format_ts(before)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

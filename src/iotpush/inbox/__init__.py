@@ -1,0 +1,277 @@
+"""The inbox: every accepted notification, persisted before its 200, until handlers are done.
+
+An entry's life::
+
+    append ──> pending ──claim──> claimed ──ack──> done
+                  ^                  │  └──fail (retry later, stays claimed)──┐
+                  │                  └──dead──> dead                          │
+                  └──── lease expired / release / replay (from done or dead) ─┘
+
+Backends implement `Inbox`; all pass the same contract suite (``tests/test_inbox_contract.py``).
+``claim`` keeps per-device order: it never hands out an entry while an earlier entry of the same
+device is held by another owner or waits for a retry.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "Accepted",
+    "Entry",
+    "Inbox",
+    "InboxStats",
+    "Incoming",
+    "Rejection",
+    "Selection",
+    "State",
+    "open_inbox",
+]
+
+State: TypeAlias = Literal["pending", "claimed", "done", "dead"]
+STATES: tuple[State, ...] = ("pending", "claimed", "done", "dead")
+Clock: TypeAlias = Callable[[], float]
+
+DEFAULT_DEDUPE_WINDOW = 48 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A notification the app accepted, to be persisted.
+
+    ``key`` and ``slot`` come from `iotpush.idempotency`: a push is a duplicate when the entry
+    holding its ``slot`` has the same ``key`` and is inside the dedupe window.
+    """
+
+    body: bytes
+    type: str
+    device: str | None
+    key: str
+    slot: str
+    path: str
+    headers: dict[str, str]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What `Inbox.append` did: the entry's id, and whether it was a duplicate of a kept one."""
+
+    id: int
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class Entry:
+    """One persisted notification and its delivery state."""
+
+    id: int
+    received_at: float
+    type: str
+    device: str | None
+    key: str
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    state: State
+    attempts: int = 0
+    due_at: float = 0.0
+    owner: str | None = None
+    lease_until: float | None = None
+    finished_at: float | None = None
+    last_error: str | None = None
+    duplicates: int = 0
+    last_duplicate_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A body the app refused, kept in quarantine for the operator."""
+
+    received_at: float
+    path: str
+    status: int
+    reason: str
+    field: str
+    body: bytes
+    headers: dict[str, str]
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which entries an operator command applies to; unset members match everything."""
+
+    ids: Sequence[int] | None = None
+    states: Sequence[State] | None = None
+    type: str | None = None
+    device: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxStats:
+    """Counts by state and type, and the age of the oldest undelivered entry."""
+
+    by_state: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    duplicates: int
+    quarantined: int
+    oldest_pending_at: float | None
+    now: float
+
+    @property
+    def total(self) -> int:
+        """Entries kept."""
+        return sum(self.by_state.values())
+
+    @property
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest entry not yet done was received."""
+        return None if self.oldest_pending_at is None else self.now - self.oldest_pending_at
+
+
+class Inbox(abc.ABC):
+    """Durable storage of accepted notifications and their delivery state.
+
+    All methods are coroutines; ``now`` is the backend's injected clock. Writes that happen
+    concurrently may be committed together (group commit): a coroutine returns once its own
+    write is durable.
+    """
+
+    def __init__(self, *, dedupe_window: float = DEFAULT_DEDUPE_WINDOW, clock: Clock = time.time):
+        self.dedupe_window = dedupe_window
+        self.clock = clock
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare the store (connections, threads); idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush pending writes and release resources."""
+
+    async def __aenter__(self) -> Inbox:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # receive path -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append(self, item: Incoming) -> Accepted:
+        """Persist one notification durably; a duplicate ``key`` within the window is counted.
+
+        Raises:
+            InboxUnavailable: Nothing was persisted; the caller must not acknowledge.
+        """
+
+    @abc.abstractmethod
+    async def quarantine(self, rejection: Rejection) -> int:
+        """Keep a refused body for the operator; returns its quarantine id."""
+
+    # delivery -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, limit: int, lease: float) -> list[Entry]:
+        """Hand ``owner`` up to ``limit`` due entries in id order, held for ``lease`` seconds.
+
+        Expired leases are released first. Per-device order holds across owners.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, ids: Sequence[int]) -> None:
+        """Mark entries done: every handler returned."""
+
+    @abc.abstractmethod
+    async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
+        """Record a failed attempt; the entry stays claimed and is due again at ``retry_at``."""
+
+    @abc.abstractmethod
+    async def dead(self, id: int, error: str, attempts: int) -> None:
+        """Give up on an entry: it keeps ``error`` (with traceback) until replayed."""
+
+    @abc.abstractmethod
+    async def renew(self, owner: str, lease: float) -> int:
+        """Extend every claim ``owner`` holds by ``lease`` seconds from now; returns how many."""
+
+    @abc.abstractmethod
+    async def release(self, owner: str) -> int:
+        """Give back every claim ``owner`` holds (on shutdown); returns how many."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new entries may be due, or after ``timeout`` seconds."""
+        import asyncio
+
+        await asyncio.sleep(timeout)
+
+    # operator -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, id: int) -> Entry:
+        """One entry by id.
+
+        Raises:
+            EntryNotFound: No such entry.
+        """
+
+    @abc.abstractmethod
+    async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
+        """Entries matching ``selection`` with id > ``after``, in id order."""
+
+    @abc.abstractmethod
+    async def stats(self) -> InboxStats:
+        """Counts by state and type, duplicates, quarantine size, oldest pending."""
+
+    @abc.abstractmethod
+    async def replay(self, selection: Selection) -> int:
+        """Make matching done or dead entries pending again, due now; returns how many."""
+
+    @abc.abstractmethod
+    async def purge(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Delete finished entries and quarantined bodies received before ``before``.
+
+        Entries not yet done are never purged. ``progress`` is called with the running total.
+        """
+
+    @abc.abstractmethod
+    async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
+        """Quarantined bodies with id > ``after``, in id order."""
+
+    @abc.abstractmethod
+    async def get_quarantined(self, id: int) -> Rejection:
+        """One quarantined body by id.
+
+        Raises:
+            EntryNotFound: No such record.
+        """
+
+
+def open_inbox(url: str, **options: object) -> Inbox:
+    """Make the inbox a store URL names: ``sqlite:///rel.db``, ``sqlite:////abs.db``, a plain path,
+    or ``memory://``.
+
+    Raises:
+        ConfigError: The URL's scheme is not supported.
+    """
+    from ..exceptions import ConfigError
+
+    if url.startswith("memory:"):
+        from .memory import MemoryInbox
+
+        return MemoryInbox(**options)
+    if url.startswith("sqlite:") or "://" not in url:
+        from .sqlite import SQLiteInbox
+
+        # As SQLAlchemy: sqlite:///relative.db, sqlite:////absolute.db.
+        path = url.removeprefix("sqlite://").removeprefix("/") if "://" in url else url
+        return SQLiteInbox(path, **options)  # type: ignore[arg-type]
+    scheme = url.split("://", 1)[0]
+    raise ConfigError(f"unsupported store {scheme!r}: use sqlite:///PATH or memory://")

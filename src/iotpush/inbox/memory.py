@@ -1,0 +1,210 @@
+"""An inbox in process memory: for unit tests and trying things out. Nothing survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from ..exceptions import EntryNotFound
+from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+
+__all__ = ["MemoryInbox"]
+
+
+def _matches(entry: Entry, sel: Selection) -> bool:
+    return (
+        (sel.ids is None or entry.id in sel.ids)
+        and (sel.states is None or entry.state in sel.states)
+        and (sel.type is None or entry.type == sel.type)
+        and (sel.device is None or entry.device == sel.device)
+        and (sel.since is None or entry.received_at >= sel.since)
+        and (sel.until is None or entry.received_at < sel.until)
+    )
+
+
+class MemoryInbox(Inbox):
+    """`Inbox` kept in dicts, with the same semantics as the durable backends."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self._entries: dict[int, Entry] = {}
+        self._slots: dict[str, int] = {}
+        self._quarantine: dict[int, Rejection] = {}
+        self._next_id = 1
+        self._next_quarantine_id = 1
+        self._work = asyncio.Event()
+
+    async def append(self, item: Incoming) -> Accepted:
+        existing = self._entries.get(self._slots.get(item.slot, 0))
+        if (
+            existing is not None
+            and existing.key == item.key
+            and existing.received_at >= item.received_at - self.dedupe_window
+        ):
+            existing.duplicates += 1
+            existing.last_duplicate_at = item.received_at
+            return Accepted(existing.id, duplicate=True)
+        entry = Entry(
+            id=self._next_id,
+            received_at=item.received_at,
+            type=item.type,
+            device=item.device,
+            key=item.key,
+            path=item.path,
+            body=item.body,
+            headers=dict(item.headers),
+            state="pending",
+            due_at=item.received_at,
+        )
+        self._next_id += 1
+        self._entries[entry.id] = entry
+        self._slots[item.slot] = entry.id
+        self._work.set()
+        return Accepted(entry.id, duplicate=False)
+
+    async def quarantine(self, rejection: Rejection) -> int:
+        id = self._next_quarantine_id
+        self._next_quarantine_id += 1
+        self._quarantine[id] = dataclasses.replace(rejection, id=id)
+        return id
+
+    def _blocked(self, entry: Entry, owner: str, now: float) -> bool:
+        # An earlier entry of the same device held elsewhere, or waiting for a retry, blocks it.
+        if entry.device is None:
+            return False
+        for other in self._entries.values():
+            if other.id >= entry.id:
+                break
+            if other.device != entry.device:
+                continue
+            if other.state == "claimed" and other.owner != owner:
+                return True
+            if other.state == "pending" and other.due_at > now:
+                return True
+        return False
+
+    async def claim(self, owner: str, limit: int, lease: float) -> list[Entry]:
+        now = self.clock()
+        self._work.clear()
+        for entry in self._entries.values():
+            if entry.state == "claimed" and (entry.lease_until or 0) < now:
+                entry.state, entry.owner, entry.lease_until = "pending", None, None
+        claimed: list[Entry] = []
+        for entry in self._entries.values():
+            if len(claimed) >= limit:
+                break
+            if entry.state != "pending" or entry.due_at > now or self._blocked(entry, owner, now):
+                continue
+            entry.state, entry.owner, entry.lease_until = "claimed", owner, now + lease
+            entry.attempts += 1
+            claimed.append(dataclasses.replace(entry))
+        return claimed
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        now = self.clock()
+        for id in ids:
+            entry = self._entries.get(id)
+            if entry is not None and entry.state == "claimed":
+                entry.state, entry.owner, entry.lease_until = "done", None, None
+                entry.finished_at = now
+
+    async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
+        entry = self._entries.get(id)
+        if entry is not None:
+            entry.last_error, entry.attempts, entry.due_at = error, attempts, retry_at
+
+    async def dead(self, id: int, error: str, attempts: int) -> None:
+        entry = self._entries.get(id)
+        if entry is not None:
+            entry.state, entry.owner, entry.lease_until = "dead", None, None
+            entry.last_error, entry.attempts, entry.finished_at = error, attempts, self.clock()
+
+    async def renew(self, owner: str, lease: float) -> int:
+        held = [e for e in self._entries.values() if e.state == "claimed" and e.owner == owner]
+        for entry in held:
+            entry.lease_until = self.clock() + lease
+        return len(held)
+
+    async def release(self, owner: str) -> int:
+        held = [e for e in self._entries.values() if e.state == "claimed" and e.owner == owner]
+        for entry in held:
+            entry.state, entry.owner, entry.lease_until = "pending", None, None
+        if held:
+            self._work.set()
+        return len(held)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def get(self, id: int) -> Entry:
+        try:
+            return dataclasses.replace(self._entries[id])
+        except KeyError:
+            raise EntryNotFound(f"no inbox entry {id}") from None
+
+    async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
+        found = [
+            dataclasses.replace(e)
+            for e in self._entries.values()
+            if e.id > after and _matches(e, selection)
+        ]
+        return found[:limit]
+
+    async def stats(self) -> InboxStats:
+        by_state: dict[str, int] = {}
+        by_type: dict[str, dict[str, int]] = {}
+        for e in self._entries.values():
+            by_state[e.state] = by_state.get(e.state, 0) + 1
+            counts = by_type.setdefault(e.type, {})
+            counts[e.state] = counts.get(e.state, 0) + 1
+        open_ = [e.received_at for e in self._entries.values() if e.state in ("pending", "claimed")]
+        return InboxStats(
+            by_state=by_state,
+            by_type=by_type,
+            duplicates=sum(e.duplicates for e in self._entries.values()),
+            quarantined=len(self._quarantine),
+            oldest_pending_at=min(open_, default=None),
+            now=self.clock(),
+        )
+
+    async def replay(self, selection: Selection) -> int:
+        now = self.clock()
+        count = 0
+        for e in self._entries.values():
+            if e.state in ("done", "dead") and _matches(e, selection):
+                e.state, e.due_at, e.attempts, e.finished_at = "pending", now, 0, None
+                count += 1
+        if count:
+            self._work.set()
+        return count
+
+    async def purge(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        old = [
+            e.id
+            for e in self._entries.values()
+            if e.received_at < before and e.state in ("done", "dead")
+        ]
+        for id in old:
+            self._entries.pop(id)
+        self._slots = {s: i for s, i in self._slots.items() if i in self._entries}
+        stale = [q for q, r in self._quarantine.items() if r.received_at < before]
+        for q in stale:
+            del self._quarantine[q]
+        if progress is not None and (old or stale):
+            progress(len(old) + len(stale))
+        return len(old) + len(stale)
+
+    async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
+        return [r for q, r in self._quarantine.items() if q > after][:limit]
+
+    async def get_quarantined(self, id: int) -> Rejection:
+        try:
+            return self._quarantine[id]
+        except KeyError:
+            raise EntryNotFound(f"no quarantined body {id}") from None

@@ -1,0 +1,523 @@
+"""The embedded inbox: one SQLite file in WAL mode, written with group commit.
+
+All writes go through one writer thread. It takes every operation queued since its last commit
+and runs them in one transaction, so a burst of concurrent requests costs one ``fsync``, not one
+each. A coroutine resumes only once the transaction holding its write has committed. Reads run
+in worker threads on their own connections (WAL lets them proceed during writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
+from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+
+__all__ = ["SQLiteInbox"]
+
+T = TypeVar("T")
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    type TEXT NOT NULL,
+    device TEXT,
+    key TEXT NOT NULL,
+    dedupe BLOB UNIQUE,          -- digest of the slot while this entry holds it, else NULL
+    path TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL,
+    owner TEXT,
+    lease_until REAL,
+    finished_at REAL,
+    last_error TEXT,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    last_duplicate_at REAL
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed';
+CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
+    WHERE state IN ('pending', 'claimed');
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    field TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL
+);
+"""
+
+COLUMNS = (
+    "id, received_at, type, device, key, path, body, headers, state, attempts, due_at, owner,"
+    " lease_until, finished_at, last_error, duplicates, last_duplicate_at"
+)
+
+INSERT = """
+INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, state, due_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)
+ON CONFLICT (dedupe) DO UPDATE
+    SET duplicates = duplicates + 1, last_duplicate_at = excluded.received_at
+    WHERE inbox.key = excluded.key AND inbox.received_at >= ?
+RETURNING id, duplicates
+"""
+
+# An entry is claimable unless an earlier entry of its device is held by another owner or is
+# waiting for a retry: that keeps per-device order across owners and across retries.
+CLAIM = f"""
+UPDATE inbox SET state = 'claimed', owner = :owner, lease_until = :lease,
+    attempts = attempts + 1
+WHERE id IN (
+    SELECT e.id FROM inbox AS e
+    WHERE e.state = 'pending' AND e.due_at <= :now AND NOT EXISTS (
+        SELECT 1 FROM inbox AS x
+        WHERE x.device = e.device AND x.id < e.id AND x.state IN ('pending', 'claimed')
+          AND ((x.state = 'claimed' AND x.owner <> :owner)
+               OR (x.state = 'pending' AND x.due_at > :now)))
+    ORDER BY e.id LIMIT :limit)
+RETURNING {COLUMNS}
+"""  # noqa: S608 - a constant: only the column list is interpolated
+
+_json_encode = msgspec.json.encode
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    return Entry(*row[:7], _headers_decoder.decode(row[7]), *row[8:])  # type: ignore[call-arg]
+
+
+def _where(sel: Selection) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if sel.ids is not None:
+        clauses.append(f"id IN ({','.join('?' * len(sel.ids))})")
+        params.extend(sel.ids)
+    if sel.states is not None:
+        clauses.append(f"state IN ({','.join('?' * len(sel.states))})")
+        params.extend(sel.states)
+    for column, value in (("type", sel.type), ("device", sel.device)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if sel.since is not None:
+        clauses.append("received_at >= ?")
+        params.append(sel.since)
+    if sel.until is not None:
+        clauses.append("received_at < ?")
+        params.append(sel.until)
+    return " AND ".join(clauses) or "1", params
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop", "wakes")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, wakes: bool
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.wakes = wakes
+
+
+class SQLiteInbox(Inbox):
+    """`Inbox` in one SQLite file.
+
+    Args:
+        path: The database file; created with its folder if missing.
+        synchronous: SQLite's ``synchronous`` setting. ``FULL`` (default) survives power loss;
+            ``NORMAL`` survives a process crash but may lose the last commits on power loss.
+        busy_timeout: Seconds a write waits for a lock held by another process before the
+            inbox reports itself unavailable (answer 503).
+        exclusive: Take a lock file so that no other server uses the same file, and give back
+            any claims a previous server process left (only a server should set this).
+        max_batch: The most operations one transaction commits.
+        **options: `Inbox` options (``dedupe_window``, ``clock``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+        exclusive: bool = False,
+        max_batch: int = 1024,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(
+                f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
+            )
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self.exclusive = exclusive
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock_file: int | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._work: asyncio.Event | None = None
+
+    # connections ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
+        )
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            try:
+                return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise InboxError(f"reading {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(run)
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self._work = asyncio.Event()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.exclusive:
+            self._take_lock()
+        try:
+            conn = self._connect()
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if self.exclusive:  # no other server can hold claims: the last one died or stopped
+                conn.execute(
+                    "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
+                    " WHERE state = 'claimed'"
+                )
+        except sqlite3.Error as exc:
+            self._drop_lock()
+            raise InboxUnavailable(f"cannot open the inbox {self.path}: {exc}") from exc
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(conn,), name="iotpush-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    def _take_lock(self) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"another iotpush server is using {self.path}") from None
+        self._lock_file = fd
+
+    def _drop_lock(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+        self._drop_lock()
+
+    # group commit --------------------------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            op = self._queue.get()
+            if op is None:
+                break
+            batch = [op]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < self.max_batch:
+                    nxt = self._queue.get_nowait()
+                    if nxt is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    batch.append(nxt)
+            conn = self._commit(conn, batch)
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> sqlite3.Connection:
+        results: list[tuple[_Op, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((op, op.fn(conn), None))
+                    conn.execute("RELEASE op")
+                except sqlite3.OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((op, None, exc))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            error = InboxUnavailable(f"cannot write the inbox {self.path}: {exc}")
+            results = [(op, None, error) for op in batch]
+            # A connection that met an I/O error or a read-only file may stay broken: start afresh.
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            try:
+                conn = self._connect()
+            except sqlite3.Error:
+                pass
+        loops = {op.loop for op in batch}
+        for loop in loops:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._resolve, [r for r in results if r[0].loop is loop])
+        return conn
+
+    def _resolve(self, results: list[tuple[_Op, Any, BaseException | None]]) -> None:
+        wake = False
+        for op, value, exc in results:
+            if op.future.done():
+                continue
+            if exc is None:
+                op.future.set_result(value)
+                wake = wake or op.wakes
+            else:
+                op.future.set_exception(exc)
+        if wake and self._work is not None:
+            self._work.set()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False) -> T:
+        if self._writer is None:
+            raise InboxUnavailable(f"the inbox {self.path} is not open")
+        op = _Op(fn, asyncio.get_running_loop(), wakes)
+        self._queue.put(op)
+        result: T = await op.future
+        return result
+
+    # receive path --------------------------------------------------------------------------
+
+    async def append(self, item: Incoming) -> Accepted:
+        dedupe = _digest(item.slot)
+        row = (
+            item.received_at, item.type, item.device, item.key, dedupe, item.path, item.body,
+            _json_encode(item.headers).decode(), item.received_at,
+            item.received_at - self.dedupe_window,
+        )  # fmt: skip
+
+        def insert(conn: sqlite3.Connection) -> Accepted:
+            found = conn.execute(INSERT, row).fetchone()
+            if found is None:  # the slot's entry has another key, or is outside the window
+                conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
+                found = conn.execute(INSERT, row).fetchone()
+            return Accepted(found[0], duplicate=found[1] > 0)
+
+        return await self._write(insert, wakes=True)
+
+    async def quarantine(self, rejection: Rejection) -> int:
+        r = rejection
+        row = (
+            r.received_at,
+            r.path,
+            r.status,
+            r.reason,
+            r.field,
+            r.body,
+            _json_encode(r.headers).decode(),
+        )
+
+        def insert(conn: sqlite3.Connection) -> int:
+            sql = "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
+            cur = conn.execute(sql + " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            return cur.lastrowid or 0
+
+        return await self._write(insert)
+
+    # delivery ------------------------------------------------------------------------------
+
+    async def claim(self, owner: str, limit: int, lease: float) -> list[Entry]:
+        def claim(conn: sqlite3.Connection) -> list[Entry]:
+            now = self.clock()
+            conn.execute(
+                "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
+                " WHERE state = 'claimed' AND lease_until < ?",
+                (now,),
+            )
+            params = {"owner": owner, "lease": now + lease, "now": now, "limit": limit}
+            rows = conn.execute(CLAIM, params).fetchall()
+            return sorted(map(_entry, rows), key=lambda e: e.id)
+
+        if self._work is not None:
+            self._work.clear()
+        return await self._write(claim)
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        def ack(conn: sqlite3.Connection) -> None:
+            now = self.clock()
+            conn.executemany(
+                "UPDATE inbox SET state = 'done', finished_at = ?, owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND state = 'claimed'",
+                [(now, id) for id in ids],
+            )
+
+        await self._write(ack)
+
+    async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
+        sql = "UPDATE inbox SET last_error = ?, attempts = ?, due_at = ? WHERE id = ?"
+        await self._write(lambda conn: conn.execute(sql, (error, attempts, retry_at, id)))
+
+    async def dead(self, id: int, error: str, attempts: int) -> None:
+        sql = (
+            "UPDATE inbox SET state = 'dead', last_error = ?, attempts = ?, finished_at = ?,"
+            " owner = NULL, lease_until = NULL WHERE id = ?"
+        )
+        await self._write(lambda conn: conn.execute(sql, (error, attempts, self.clock(), id)))
+
+    async def renew(self, owner: str, lease: float) -> int:
+        sql = "UPDATE inbox SET lease_until = ? WHERE state = 'claimed' AND owner = ?"
+        return await self._write(
+            lambda conn: conn.execute(sql, (self.clock() + lease, owner)).rowcount
+        )
+
+    async def release(self, owner: str) -> int:
+        sql = (
+            "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
+            " WHERE state = 'claimed' AND owner = ?"
+        )
+        return await self._write(lambda conn: conn.execute(sql, (owner,)).rowcount, wakes=True)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self._work is None:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._work.wait(), timeout)
+
+    # operator ------------------------------------------------------------------------------
+
+    async def get(self, id: int) -> Entry:
+        sql = f"SELECT {COLUMNS} FROM inbox WHERE id = ?"  # noqa: S608 - constant columns
+        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
+        if row is None:
+            raise EntryNotFound(f"no inbox entry {id}")
+        return _entry(row)
+
+    async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
+        where, params = _where(selection)
+        sql = f"SELECT {COLUMNS} FROM inbox WHERE id > ? AND {where} ORDER BY id LIMIT ?"  # noqa: S608 - columns are ours, values bound
+        rows = await self._read(lambda conn: conn.execute(sql, (after, *params, limit)).fetchall())
+        return [_entry(row) for row in rows]
+
+    async def stats(self) -> InboxStats:
+        def read(conn: sqlite3.Connection) -> InboxStats:
+            by_state: dict[str, int] = {}
+            by_type: dict[str, dict[str, int]] = {}
+            sql = "SELECT state, type, count(*), sum(duplicates) FROM inbox GROUP BY state, type"
+            duplicates = 0
+            for state, type_, count, dups in conn.execute(sql):
+                by_state[state] = by_state.get(state, 0) + count
+                by_type.setdefault(type_, {})[state] = count
+                duplicates += dups
+            (oldest,) = conn.execute(
+                "SELECT min(received_at) FROM inbox WHERE state IN ('pending', 'claimed')"
+            ).fetchone()
+            (quarantined,) = conn.execute("SELECT count(*) FROM quarantine").fetchone()
+            return InboxStats(by_state, by_type, duplicates, quarantined, oldest, self.clock())
+
+        return await self._read(read)
+
+    async def replay(self, selection: Selection) -> int:
+        where, params = _where(selection)
+        # `where` holds column names and placeholders only; the values are bound.
+        sql = "UPDATE inbox SET state = 'pending', due_at = ?, attempts = 0, finished_at = NULL"
+        sql += f" WHERE state IN ('done', 'dead') AND {where}"
+        return await self._write(
+            lambda conn: conn.execute(sql, (self.clock(), *params)).rowcount, wakes=True
+        )
+
+    async def purge(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        total = 0
+        for table, finished in (("inbox", "AND state IN ('done', 'dead')"), ("quarantine", "")):
+            sql = (
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608 - fixed names
+                f" WHERE received_at < ? {finished} LIMIT ?)"
+            )
+
+            def delete(conn: sqlite3.Connection, sql: str = sql) -> int:
+                return conn.execute(sql, (before, batch)).rowcount
+
+            while True:  # one transaction per batch, so receiving never waits long
+                deleted = await self._write(delete)
+                total += deleted
+                if progress is not None and deleted:
+                    progress(total)
+                if deleted < batch:
+                    break
+        return total
+
+    async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
+        sql = (
+            "SELECT received_at, path, status, reason, field, body, headers, id FROM quarantine"
+            " WHERE id > ? ORDER BY id LIMIT ?"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (after, limit)).fetchall())
+        return [self._rejection(row) for row in rows]
+
+    async def get_quarantined(self, id: int) -> Rejection:
+        sql = (
+            "SELECT received_at, path, status, reason, field, body, headers, id FROM quarantine"
+            " WHERE id = ?"
+        )
+        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
+        if row is None:
+            raise EntryNotFound(f"no quarantined body {id}")
+        return self._rejection(row)
+
+    @staticmethod
+    def _rejection(row: tuple[Any, ...]) -> Rejection:
+        return Rejection(*row[:6], _headers_decoder.decode(row[6]), row[7])  # type: ignore[call-arg]

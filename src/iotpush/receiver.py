@@ -1,0 +1,131 @@
+"""Handler registration: which functions run for which notification types.
+
+A `Receiver` only records handlers; the dispatcher calls them (see `iotpush.dispatch`)::
+
+    receiver = Receiver()
+
+    @receiver.on(DeviceDataChanged)
+    async def store(notification: DeviceDataChanged) -> None: ...
+
+    @receiver.on()  # every type
+    def log(notification: Notification) -> None: ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from .models import NOTIFICATION_TYPES, Notification
+
+__all__ = ["Handler", "Receiver"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+Kind = str | type[Notification]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """One registered handler function.
+
+    Attributes:
+        func: The function (or bound method) to call.
+        name: Its qualified name, for logs and dead-letter records.
+        is_async: Whether calling it returns an awaitable (run on the loop, not in a thread).
+        argument: What it is called with: ``"notification"`` (the typed model), ``"body"`` (the
+            raw bytes), or ``"none"`` (legacy style: reads ``iotpush.legacy.request``).
+    """
+
+    func: Callable[..., Any]
+    name: str
+    is_async: bool
+    argument: Literal["notification", "body", "none"]
+
+    @classmethod
+    def wrap(
+        cls, func: Callable[..., Any], argument: Literal["notification", "body"] = "notification"
+    ) -> Handler:
+        """Describe ``func``; one that takes no positional argument is called with none."""
+        params = [
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        name = getattr(func, "__qualname__", None) or repr(func)
+        is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        return cls(func, name, is_async, argument if params else "none")
+
+    def arguments(self, notification: Notification) -> tuple[Any, ...]:
+        """The positional arguments to call `func` with for ``notification``."""
+        if self.argument == "notification":
+            return (notification,)
+        if self.argument == "body":
+            return (notification.raw,)
+        return ()
+
+
+def _type_name(kind: Kind) -> str:
+    if isinstance(kind, str):
+        if kind not in NOTIFICATION_TYPES:
+            known = ", ".join(NOTIFICATION_TYPES)
+            raise ValueError(f"unknown notification type {kind!r}; known types: {known}")
+        return kind
+    if isinstance(kind, type) and issubclass(kind, Notification) and hasattr(kind, "notify_type"):
+        return kind.notify_type
+    raise TypeError(f"expected a notifyType string or a Notification class, got {kind!r}")
+
+
+class Receiver:
+    """A set of handlers by notification type, plus catch-all handlers.
+
+    Several handlers may be registered for one type; they run in registration order, catch-all
+    handlers after the specific ones. Handlers may be plain or ``async`` functions.
+    """
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, list[Handler]] = {}
+        self._any: list[Handler] = []
+        self._cache: dict[str, tuple[Handler, ...]] = {}
+
+    def on(self, *kinds: Kind) -> Callable[[F], F]:
+        """Register the decorated function for ``kinds`` (classes or ``notifyType`` strings).
+
+        With no argument the function handles every type.
+        """
+
+        def decorator(func: F) -> F:
+            self.add(func, *kinds)
+            return func
+
+        return decorator
+
+    def add(
+        self,
+        func: Callable[..., Any],
+        *kinds: Kind,
+        argument: Literal["notification", "body"] = "notification",
+    ) -> Handler:
+        """Register ``func`` for ``kinds`` (every type when none is given)."""
+        handler = Handler.wrap(func, argument)
+        if not kinds:
+            self._any.append(handler)
+        for kind in kinds:
+            self._by_type.setdefault(_type_name(kind), []).append(handler)
+        self._cache.clear()
+        return handler
+
+    def handlers_for(self, notify_type: str) -> tuple[Handler, ...]:
+        """The handlers to run for a notification of ``notify_type``, in order."""
+        handlers = self._cache.get(notify_type)
+        if handlers is None:
+            handlers = (*self._by_type.get(notify_type, ()), *self._any)
+            self._cache[notify_type] = handlers
+        return handlers
+
+    def __repr__(self) -> str:
+        count = sum(map(len, self._by_type.values())) + len(self._any)
+        return f"<{type(self).__name__} with {count} handler(s)>"

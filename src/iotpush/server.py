@@ -1,0 +1,156 @@
+"""Putting the parts together: configuration, the app with its dispatcher, and running it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from ._context import current_entry
+from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, App
+from .dispatch import Dispatcher
+from .exceptions import ReceiverLoadError
+from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, open_inbox
+from .models import Notification
+from .receiver import Receiver
+
+__all__ = ["Config", "create_app", "default_receiver", "load_receiver", "run"]
+
+DEFAULT_STORE = "sqlite:///iotpush.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `run` needs; the CLI fills it from options and ``IOTPUSH_*`` variables."""
+
+    receiver: Receiver | str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    store: str = DEFAULT_STORE
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    path: str = DEFAULT_PATH
+    command_path: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    dedupe_window: float = DEFAULT_DEDUPE_WINDOW
+    concurrency: int = 32
+    max_attempts: int = 8
+    backoff: float = 1.0
+    handler_timeout: float = 60.0
+    busy_timeout: float = 5.0
+    log_level: str = "info"
+    access_log: bool = False
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def default_receiver() -> Receiver:
+    """A receiver that writes each notification as one JSON line to standard output."""
+    receiver = Receiver()
+    encode = msgspec.json.encode
+
+    @receiver.on()
+    def log_notification(notification: Notification) -> None:
+        entry = current_entry()
+        line = {
+            "id": entry.id,
+            "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.received_at)),
+            "type": entry.type,
+            "device": entry.device,
+            "body": notification.json,
+        }
+        sys.stdout.buffer.write(encode(line) + b"\n")
+        sys.stdout.flush()
+
+    return receiver
+
+
+def load_receiver(spec: str) -> Receiver:
+    """Import ``MODULE:ATTR``: a `Receiver`, a `Receiver` subclass, or a function returning one.
+
+    The current directory is importable, as with ``uvicorn``.
+
+    Raises:
+        ReceiverLoadError: The module or attribute is missing, or is not a receiver.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ReceiverLoadError(f"expected MODULE:ATTR, got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ReceiverLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        obj: Any = getattr(module, attr)
+    except AttributeError:
+        raise ReceiverLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(obj) and not isinstance(obj, Receiver):  # a Receiver class or a factory
+        obj = obj()
+    if not isinstance(obj, Receiver):
+        raise ReceiverLoadError(f"{spec} is not a Receiver, but {type(obj).__name__}")
+    return obj
+
+
+def open_store(config: Config, *, exclusive: bool = False) -> Inbox:
+    """The inbox ``config.store`` names, with the config's options."""
+    options: dict[str, Any] = {"dedupe_window": config.dedupe_window}
+    if not config.store.startswith("memory:"):
+        options.update(
+            synchronous=config.synchronous, busy_timeout=config.busy_timeout, exclusive=exclusive
+        )
+    return open_inbox(config.store, **options)
+
+
+def create_app(config: Config | None = None, **changes: Any) -> App:
+    """Build the receiver app: inbox, dispatcher and handlers, started by the ASGI lifespan."""
+    config = (config or Config()).replace(**changes)
+    receiver = config.receiver
+    if receiver is None:
+        receiver = default_receiver()
+    elif isinstance(receiver, str):
+        receiver = load_receiver(receiver)
+    inbox = open_store(config, exclusive=True)
+    dispatcher = Dispatcher(
+        inbox,
+        receiver,
+        concurrency=config.concurrency,
+        max_attempts=config.max_attempts,
+        backoff=config.backoff,
+        handler_timeout=config.handler_timeout,
+    )
+    app = App(
+        inbox,
+        path=config.path,
+        command_path=config.command_path,
+        max_body=config.max_body,
+        on_startup=[dispatcher.start],
+        on_shutdown=[dispatcher.stop],
+    )
+    app.state["dispatcher"] = dispatcher
+    return app
+
+
+def run(config: Config) -> None:
+    """Serve ``config`` with uvicorn (uvloop and httptools where installed) until SIGINT/SIGTERM."""
+    import uvicorn
+
+    app = create_app(config)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        log_level=config.log_level,
+        access_log=config.access_log,
+        timeout_graceful_shutdown=15,
+    )
