@@ -186,6 +186,10 @@ class SQLiteInbox(Inbox):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._work: asyncio.Event | None = None
+        self.commits = 0
+        """Transactions committed by the writer (with ``writes``, shows group commit at work)."""
+        self.writes = 0
+        """Operations those transactions held."""
 
     # connections ---------------------------------------------------------------------------
 
@@ -299,6 +303,8 @@ class SQLiteInbox(Inbox):
                     conn.execute("RELEASE op")
                     results.append((op, None, exc))
             conn.execute("COMMIT")
+            self.commits += 1
+            self.writes += len(batch)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.rollback()
