@@ -1,7 +1,5 @@
 """iotpush: a durable, typed receiver for the IoT platform's push notifications."""
 
-from __future__ import annotations
-
 from ._context import Delivery, current_delivery, current_entry
 from .app import App
 from .dispatch import Dispatcher

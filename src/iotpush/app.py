@@ -210,32 +210,36 @@ class App:
         await send(_OK_BODY)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        content_type = b""
+        refusal: _Refused | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_body:
-                    raise _Refused(413, f"body larger than {self.max_body} bytes")
-            elif name == b"content-type":
-                content_type = value
-        if content_type and not _is_json(content_type):
-            media = content_type.decode("latin-1")
-            raise _Refused(415, f"expected Content-Type application/json, got {media!r}")
+                    refusal = _Refused(413, f"body larger than {self.max_body} bytes")
+            elif name == b"content-type" and not _is_json(value):
+                media = value.decode("latin-1")
+                refusal = _Refused(415, f"expected Content-Type application/json, got {media!r}")
+        # Even a refused body is read (up to max_body) so that quarantine keeps it.
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                raise _Refused(400, "the request ended before its body")
+                refusal = refusal or _Refused(400, "the request ended before its body")
+                break
             chunk: bytes = message.get("body", b"")
+            if size + len(chunk) > self.max_body:
+                chunks.append(chunk[: self.max_body - size])
+                refusal = refusal or _Refused(413, f"body larger than {self.max_body} bytes")
+                break
             size += len(chunk)
-            if size > self.max_body:
-                chunks.append(chunk[: self.max_body - size + len(chunk)])
-                raise _Refused(
-                    413, f"body larger than {self.max_body} bytes", body=b"".join(chunks)
-                )
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                break
+        body = b"".join(chunks)
+        if refusal is not None:
+            refusal.body = body
+            raise refusal
+        return body
 
     async def _refuse(
         self,
@@ -254,7 +258,7 @@ class App:
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in list(scope["headers"])[:MAX_QUARANTINED_HEADERS]
         }
-        kept = body or refused.body
+        kept = refused.body or body
         rejection = Rejection(
             received_at, path, refused.status, refused.reason, refused.field, kept, headers
         )
