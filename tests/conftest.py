@@ -27,7 +27,9 @@ def example_path(name: str) -> str:
     return f"{RECEIVE}/cmd" if "nbCommandStatusChanged" in name else RECEIVE
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -97,4 +99,13 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-__all__ = ["EXAMPLES", "RECEIVE", "Recorder", "example_path", "iotpush", "run", "running", "wait_until"]
+__all__ = [
+    "EXAMPLES",
+    "RECEIVE",
+    "Recorder",
+    "example_path",
+    "iotpush",
+    "run",
+    "running",
+    "wait_until",
+]

@@ -73,7 +73,9 @@ def test_json_content_type_variants_accepted(serve: Callable[..., Any]) -> None:
     body = EXAMPLES["07-deviceDeleted"]
     with serve() as (url, _):
         for content_type in ("application/json;charset=UTF-8", "Application/JSON", "text/json"):
-            response = httpx.post(url + RECEIVE, content=body, headers={"content-type": content_type})
+            response = httpx.post(
+                url + RECEIVE, content=body, headers={"content-type": content_type}
+            )
             assert response.status_code == 200, content_type
         response = httpx.post(url + RECEIVE, content=body)  # no content type at all
         assert response.status_code == 200
@@ -113,7 +115,9 @@ def test_wrong_method_is_405_and_unknown_path_is_404(serve: Callable[..., Any]) 
 def test_configured_path_serves_both_routes(serve: Callable[..., Any]) -> None:
     recorder = Recorder()
     with serve(recorder, path="/hooks/s3cr3t/v1.0.0/messageReceiver") as (url, _):
-        main = httpx.post(url + "/hooks/s3cr3t/v1.0.0/messageReceiver", content=EXAMPLES["07-deviceDeleted"])
+        main = httpx.post(
+            url + "/hooks/s3cr3t/v1.0.0/messageReceiver", content=EXAMPLES["07-deviceDeleted"]
+        )
         cmd = httpx.post(url + "/hooks/s3cr3t/v1.0.0/messageReceiver/cmd",
                          content=EXAMPLES["19-nbCommandStatusChanged"])  # fmt: skip
         old = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"])

@@ -67,7 +67,9 @@ def test_legacy_one_argument_callback_gets_typed_notification_and_body(
 
     with serve(Typed()) as (url, _):
         body = EXAMPLES["19-nbCommandStatusChanged"]
-        httpx.post(url + RECEIVE + "/cmd", content=body, headers={"content-type": "application/json"})
+        httpx.post(
+            url + RECEIVE + "/cmd", content=body, headers={"content-type": "application/json"}
+        )
         wait_until(lambda: len(got) == 2)
         deleted = EXAMPLES["07-deviceDeleted"]
         httpx.post(url + RECEIVE, content=deleted, headers={"content-type": "application/json"})

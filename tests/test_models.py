@@ -56,7 +56,9 @@ def test_decode_example_values_are_typed_snake_case() -> None:
     assert n.device_id == "3f1e9a52-7c41-4b8e-9d2a-61f0c8b5e7a4"
     assert n.service.service_id == "Brightness"
     assert n.service.data == {"brightness": 80}
-    assert m.parse_time(n.service.event_time) == dt.datetime(2015, 12, 12, 12, 12, 12, tzinfo=dt.UTC)
+    assert m.parse_time(n.service.event_time) == dt.datetime(
+        2015, 12, 12, 12, 12, 12, tzinfo=dt.UTC
+    )
     rule = m.decode(EXAMPLES["13-ruleEvent"])
     assert isinstance(rule, m.RuleEvent)
     assert rule.actions_results[1].exception == "mail server unreachable"
@@ -81,7 +83,8 @@ def test_decode_message_confirm_device_from_header_path() -> None:
     ids=["null", "string", "object", "reason"],
 )
 def test_decode_nb_command_result_detail_any_form(detail: str, expected: object) -> None:
-    body = f'{{"deviceId": "d", "commandId": "c", "result": {{"resultCode": "SENT", "resultDetail": {detail}}}}}'
+    result = f'{{"resultCode": "SENT", "resultDetail": {detail}}}'
+    body = f'{{"deviceId": "d", "commandId": "c", "result": {result}}}'
     n = m.decode(body.encode(), "command")
     assert isinstance(n, m.NBCommandStatusChanged)
     assert n.result.result_detail == expected
@@ -197,7 +200,9 @@ def test_time_format_round_trips() -> None:
 
 
 def test_callbacks_are_the_sdk_names() -> None:
-    assert m.DeviceDesiredPropertiesModifyStatusChanged.callback == "handleDeviceDesiredStatusChanged"
+    assert (
+        m.DeviceDesiredPropertiesModifyStatusChanged.callback == "handleDeviceDesiredStatusChanged"
+    )
     assert m.NBCommandStatusChanged.callback == "handleNBCommandStateChanged"
     assert m.DeviceModelDeleted.callback == "handleDeviceModelDeleted"
     assert m.SwUpgradeStateChangeNotify.callback == "handleSwUpgradeStateChanged"

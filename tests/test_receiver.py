@@ -18,7 +18,11 @@ def test_receiver_on_class_and_string_runs_in_registration_order() -> None:
     @receiver.on()
     def everything(n: Notification) -> None: ...
 
-    assert [h.func for h in receiver.handlers_for("deviceDataChanged")] == [first, second, everything]
+    assert [h.func for h in receiver.handlers_for("deviceDataChanged")] == [
+        first,
+        second,
+        everything,
+    ]
     assert [h.func for h in receiver.handlers_for("deviceDeleted")] == [second, everything]
     assert [h.func for h in receiver.handlers_for("ruleEvent")] == [everything]
 

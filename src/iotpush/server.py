@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import sys
@@ -141,8 +142,12 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
 def run(config: Config) -> None:
     """Serve ``config`` with uvicorn (uvloop and httptools where installed) until SIGINT/SIGTERM."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     app = create_app(config)
+    # iotpush's own messages go where uvicorn's go, in the same format.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["iotpush"] = {"handlers": ["default"], "level": config.log_level.upper()}
     uvicorn.run(
         app,
         host=config.host,
@@ -152,5 +157,6 @@ def run(config: Config) -> None:
         lifespan="on",
         log_level=config.log_level,
         access_log=config.access_log,
+        log_config=log_config,
         timeout_graceful_shutdown=15,
     )
