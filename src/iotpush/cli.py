@@ -149,7 +149,7 @@ def send(
 
     if kind in NOTIFICATION_TYPES or kind == "mix":
         kinds = list(NOTIFICATION_TYPES) if kind == "mix" else [kind]
-        overrides = {} if device is None else {"device_id": device}
+        overrides: dict[str, Any] = {} if device is None else {"device_id": device}
 
         def make(i: int) -> Any:
             chosen = kinds[i % len(kinds)]

@@ -1,0 +1,501 @@
+"""The platform simulator as a library: build notifications, deliver them, post them, load-test.
+
+Build a realistic notification of any type, with overrides, and hand it to an application the way
+the platform would::
+
+    from iotpush import testing
+
+    n = testing.build("nbCommandStatusChanged", result={"result_code": "SUCCESSFUL"})
+    response = await testing.deliver(app, n)  # any ASGI app, in process
+    response = testing.post("http://127.0.0.1:8080/v1.0.0/messageReceiver", n)  # over HTTP
+
+`deliver` calls the app directly and does not run its lifespan: wrap it in `lifespan` to start
+an app that opens resources at startup (iotpush's own opens its inbox, starts its dispatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import math
+import random
+import time
+import types
+from collections import Counter
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias, TypeVar, Union, get_args, get_origin, overload
+
+import httpx
+import msgspec
+
+from ._samples import Faker, defaults
+from .app import DEFAULT_PATH
+from .exceptions import NotificationError
+from .models import (
+    NOTIFICATION_TYPES,
+    DeviceDatasChanged,
+    NBCommandStatusChanged,
+    Notification,
+    decode,
+)
+
+__all__ = [
+    "ALL_KINDS",
+    "Response",
+    "SendReport",
+    "build",
+    "deliver",
+    "encode",
+    "example",
+    "lifespan",
+    "path_for",
+    "post",
+    "send",
+]
+
+Message: TypeAlias = MutableMapping[str, Any]
+ASGIApp: TypeAlias = Callable[
+    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+Kind: TypeAlias = str | type[Notification]
+Body: TypeAlias = bytes | Notification
+N = TypeVar("N", bound=Notification)
+
+ALL_KINDS: Final[tuple[str, ...]] = tuple(NOTIFICATION_TYPES)
+"""Every ``notifyType``, in the spec's order (``nbCommandStatusChanged`` for the NB-IoT one)."""
+
+CONTENT_TYPE: Final = "application/json;charset=UTF-8"
+_EXAMPLE_TIME: Final = dt.datetime(2026, 11, 21, 10, 15, tzinfo=dt.UTC)
+
+# --- building -------------------------------------------------------------------------------
+
+
+def _kind(kind: Kind) -> type[Notification]:
+    cls = NOTIFICATION_TYPES.get(kind) if isinstance(kind, str) else kind
+    if cls is None or cls not in NOTIFICATION_TYPES.values():
+        raise ValueError(f"unknown notification type {kind!r}; expected one of {ALL_KINDS}")
+    return cls
+
+
+def _struct_type(annotation: Any) -> type[msgspec.Struct] | None:
+    """The struct class in ``X`` or ``X | None``, else ``None``."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    for arg in get_args(annotation) if union else (annotation,):
+        if isinstance(arg, type) and issubclass(arg, msgspec.Struct):
+            return arg
+    return None
+
+
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> dict[str, Any]:
+    """Each member's attribute name and type (resolving the types is slow: done once)."""
+    return {field.name: field.type for field in msgspec.structs.fields(cls)}
+
+
+def _apply(
+    cls: type[msgspec.Struct], values: dict[str, Any], overrides: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    fields = _fields(cls)
+    for name, value in overrides.items():
+        if name not in fields:
+            raise TypeError(f"{where} has no member {name!r} (members: {', '.join(fields)})")
+        values[name] = _merge(fields[name], values.get(name), value, f"{where}.{name}")
+    return values
+
+
+def _merge(annotation: Any, current: Any, value: Any, where: str) -> Any:
+    struct = _struct_type(annotation)
+    if struct is not None and isinstance(value, dict):
+        base = msgspec.structs.asdict(current) if isinstance(current, struct) else {}
+        return struct(**_apply(struct, base, value, where))
+    if get_origin(annotation) is list and isinstance(value, list):
+        (item,) = get_args(annotation)
+        if _struct_type(item) is not None:
+            old = current if isinstance(current, list) and current else [None]
+            return [
+                _merge(item, old[i] if i < len(old) else old[0], v, f"{where}[{i}]")
+                for i, v in enumerate(value)
+            ]
+    return value
+
+
+@overload
+def build(
+    kind: type[N], /, *, seed: int | None = ..., now: dt.datetime | None = ..., **overrides: Any
+) -> N: ...
+@overload
+def build(
+    kind: str, /, *, seed: int | None = ..., now: dt.datetime | None = ..., **overrides: Any
+) -> Notification: ...
+def build(
+    kind: Kind, /, *, seed: int | None = None, now: dt.datetime | None = None, **overrides: Any
+) -> Notification:
+    """Build a realistic notification, as the platform would send it now.
+
+    Ids are fresh (a UUID-like ``deviceId``, hex ``commandId``...), times are ``now``, service
+    data is plausible, and members the platform sends as ``null`` are ``None``.
+
+    Args:
+        kind: A ``notifyType`` (``"deviceDataChanged"``, ``"nbCommandStatusChanged"``) or a
+            notification class.
+        seed: Makes the random values reproducible (times still follow ``now``).
+        now: The time used for every time member; default: the current time.
+        **overrides: Members to set, by attribute name (``device_id``). A dict given for a
+            nested structure is merged into the default one (``result={"result_code": "FAILED"}``);
+            a list of dicts for a list of structures is merged item by item (items past the
+            default ones start from its first). Values are not
+            type-checked, so a test can build an invalid notification on purpose.
+
+    Raises:
+        ValueError: ``kind`` is not a notification type.
+        TypeError: An override names a member that the type does not have.
+    """
+    cls = _kind(kind)
+    faker = Faker(random.Random(seed), now or dt.datetime.now(dt.UTC))
+    values = _apply(cls, {}, defaults(cls.notify_type, faker), cls.notify_type)
+    return cls(**_apply(cls, values, overrides, cls.notify_type))
+
+
+@overload
+def example(kind: type[N]) -> N: ...
+@overload
+def example(kind: str) -> Notification: ...
+def example(kind: Kind) -> Notification:
+    """Return the fixed example of a type: the same values on every call."""
+    return build(kind, seed=20151212, now=_EXAMPLE_TIME)
+
+
+def encode(notification: Notification, *, pretty: bool = False) -> bytes:
+    """Encode a notification as the platform sends it: compact JSON, explicit nulls.
+
+    Args:
+        notification: The notification.
+        pretty: Indent the JSON, for display.
+    """
+    data: dict[str, Any] = msgspec.to_builtins(notification)
+    # Members the platform leaves out rather than sending null.
+    if isinstance(notification, DeviceDatasChanged) and notification.service is None:
+        data.pop("service", None)
+    info = data.get("deviceInfo")
+    if isinstance(info, dict) and info.get("isHD") is None:
+        info.pop("isHD", None)
+    for key in ("reasons", "actionsResults"):
+        if isinstance(data.get(key), list):
+            data[key] = [{k: v for k, v in item.items() if v is not None} for item in data[key]]
+    body = msgspec.json.encode(data)
+    return msgspec.json.format(body, indent=2) if pretty else body
+
+
+def path_for(notification_or_kind: Notification | Kind, prefix: str = DEFAULT_PATH) -> str:
+    """Return the path a notification is posted to: ``prefix``, plus ``/cmd`` for NB-IoT status."""
+    cls = (
+        type(notification_or_kind)
+        if isinstance(notification_or_kind, Notification)
+        else _kind(notification_or_kind)
+    )
+    prefix = prefix.rstrip("/")
+    return f"{prefix}/cmd" if cls is NBCommandStatusChanged else prefix or "/"
+
+
+def _prepare(item: Body) -> tuple[bytes, bool]:
+    """The body to send, and whether it is an NB-IoT command status."""
+    if isinstance(item, Notification):
+        return encode(item), isinstance(item, NBCommandStatusChanged)
+    if isinstance(item, bytes | bytearray | memoryview):
+        body = bytes(item)
+        try:
+            return body, isinstance(decode(body), NBCommandStatusChanged)
+        except NotificationError:
+            return body, False
+    raise TypeError(f"expected bytes or a Notification, got {type(item).__name__}")
+
+
+def _target(url: str, command: bool) -> str:
+    """``url``, or its ``/cmd`` sub-path for an NB-IoT status when it is the main path."""
+    parsed = httpx.URL(url)
+    path = parsed.path.rstrip("/")
+    if not command or path != DEFAULT_PATH:
+        return url
+    return str(parsed.copy_with(path=f"{path}/cmd"))
+
+
+def _headers(extra: Mapping[str, str] | None, body: bytes | None = None) -> dict[str, str]:
+    headers = {"content-type": CONTENT_TYPE}
+    if body is not None:
+        headers["content-length"] = str(len(body))
+    headers.update((name.lower(), value) for name, value in (extra or {}).items())
+    return headers
+
+
+# --- delivering -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    """An application's answer: status, body, and headers (lower-case names)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        """Decode the body as JSON."""
+        return msgspec.json.decode(self.body)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: ASGIApp) -> AsyncIterator[ASGIApp]:
+    """Run ``app``'s ASGI lifespan around a block: startup before, shutdown after.
+
+    iotpush's own app opens its inbox and starts its dispatcher at startup::
+
+        async with testing.lifespan(create_app(Config(receiver=r, store="memory://"))) as app:
+            await testing.deliver(app, testing.build("deviceDeleted"))
+
+    Raises:
+        RuntimeError: The app reported that startup or shutdown failed.
+    """
+    inbound: asyncio.Queue[Message] = asyncio.Queue()
+    outbound: asyncio.Queue[Message] = asyncio.Queue()
+    scope: Message = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+
+    async def serve() -> None:
+        await app(scope, inbound.get, outbound.put)
+
+    task = asyncio.create_task(serve())
+
+    async def step(message: str) -> None:
+        await inbound.put({"type": f"lifespan.{message}"})
+        answer = await outbound.get()
+        if answer["type"] != f"lifespan.{message}.complete":
+            raise RuntimeError(f"lifespan {message} failed: {answer.get('message', answer)}")
+
+    try:
+        await step("startup")
+        yield app
+        await step("shutdown")
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def deliver(
+    app: ASGIApp,
+    notification_or_body: Body,
+    *,
+    path: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
+) -> Response:
+    """Deliver a notification in process to an ASGI app, as the platform would post it.
+
+    Args:
+        app: Any ASGI 3 application.
+        notification_or_body: A notification, or bytes sent as they are (malformed input too).
+        path: The request path, optionally with a query; default: `path_for` the notification
+            (bytes that decode as an NB-IoT command status go to ``/cmd`` too).
+        headers: Extra request headers; they replace the defaults of the same name.
+        method: The HTTP method.
+
+    Raises:
+        RuntimeError: The app returned without a complete response. Errors raised by the app
+            propagate.
+    """
+    body, command = _prepare(notification_or_body)
+    if path is None:
+        path = f"{DEFAULT_PATH}/cmd" if command else DEFAULT_PATH
+    request_path, _, query = path.partition("?")
+    request_headers = {"host": "127.0.0.1:8080", **_headers(headers, body)}
+    scope: Message = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method.upper(),
+        "scheme": "http",
+        "path": request_path,
+        "raw_path": request_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request_headers.items()],
+        "client": ("127.0.0.1", 49152),
+        "server": ("127.0.0.1", 8080),
+    }
+    body_sent = False
+    done = asyncio.Event()
+    status: int | None = None
+    response_headers: dict[str, str] = {}
+    chunks: list[bytes] = []
+
+    async def receive() -> Message:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()  # the client stays connected until the answer is complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            for name, value in message.get("headers", []):
+                key, text = bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1")
+                old = response_headers.get(key)
+                response_headers[key] = text if old is None else f"{old}, {text}"
+        elif message["type"] == "http.response.body":
+            if status is None:
+                raise RuntimeError("the app sent a response body before http.response.start")
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                done.set()
+
+    await app(scope, receive, send)
+    if status is None or not done.is_set():
+        raise RuntimeError("the app returned without a complete response")
+    return Response(status, b"".join(chunks), response_headers)
+
+
+def post(
+    url: str,
+    notification_or_body: Body,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 15.0,
+) -> Response:
+    """Post one notification to a URL, as the platform does (waits up to ``timeout`` seconds).
+
+    An NB-IoT command status posted to the main receive path goes to its ``/cmd`` sub-path.
+    """
+    body, command = _prepare(notification_or_body)
+    with httpx.Client(timeout=timeout) as client:
+        answer = client.post(_target(url, command), content=body, headers=_headers(headers))
+    return Response(answer.status_code, answer.content, dict(answer.headers))
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """What `send` did: counts by outcome, time taken, latencies in milliseconds."""
+
+    sent: int
+    ok: int
+    by_status: dict[int, int]
+    errors: int
+    elapsed: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    rate: float
+
+    def __str__(self) -> str:
+        return (
+            f"sent {self.sent}, 200 OK {self.ok}, errors {self.errors}, {self.elapsed:.2f} s, "
+            f"{self.rate:.1f}/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
+        )
+
+
+def _percentile(ordered: Sequence[float], percent: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
+
+
+async def send(
+    url: str,
+    bodies: Sequence[Body] | Callable[[int], Body],
+    *,
+    count: int = 1,
+    rate: float | None = None,
+    concurrency: int = 1,
+    timeout: float = 15.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Post ``count`` notifications to ``url`` over keep-alive connections; report what happened.
+
+    When ``url``'s path is the main receive path (``/v1.0.0/messageReceiver``), an NB-IoT command
+    status goes to its ``/cmd`` sub-path, as the platform sends it; any other URL gets every body.
+
+    Args:
+        url: The callback URL.
+        bodies: Bodies used in turn (request ``i`` sends ``bodies[i % len(bodies)]``), or a
+            function building the body of request ``i``.
+        count: How many requests to make.
+        rate: Requests per second overall; default: as fast as ``concurrency`` allows.
+        concurrency: Requests in flight at once (and connections kept open).
+        timeout: Seconds to wait for each answer; a request that times out counts as an error.
+        on_progress: Called with the number of finished requests after each one.
+    """
+    if count < 0 or concurrency < 1 or (rate is not None and rate <= 0):
+        raise ValueError("count must be >= 0, concurrency >= 1 and rate > 0")
+    targets = (url, _target(url, True))
+    if isinstance(bodies, bytes | Notification):
+        bodies = [bodies]
+    if callable(bodies):
+        make, prepared = bodies, []
+    else:
+        make, prepared = None, [_prepare(item) for item in bodies]
+        if not prepared:
+            raise ValueError("bodies is empty")
+
+    latencies: list[float] = []
+    by_status: Counter[int] = Counter()
+    errors = finished = claimed = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    start = time.perf_counter()
+
+    async with httpx.AsyncClient(
+        timeout=timeout, limits=limits, headers={"content-type": CONTENT_TYPE}
+    ) as client:
+
+        async def worker() -> None:
+            nonlocal errors, finished, claimed
+            while claimed < count:
+                i, claimed = claimed, claimed + 1
+                if rate is not None:
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                body, command = _prepare(make(i)) if make else prepared[i % len(prepared)]
+                began = time.perf_counter()
+                try:
+                    answer = await client.post(targets[command], content=body)
+                except httpx.TransportError:
+                    errors += 1
+                else:
+                    latencies.append((time.perf_counter() - began) * 1000)
+                    by_status[answer.status_code] += 1
+                finished += 1
+                if on_progress is not None:
+                    on_progress(finished)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, count)):
+                group.create_task(worker())
+
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return SendReport(
+        sent=finished,
+        ok=by_status[200],
+        by_status=dict(by_status),
+        errors=errors,
+        elapsed=elapsed,
+        p50_ms=_percentile(latencies, 50),
+        p99_ms=_percentile(latencies, 99),
+        max_ms=latencies[-1] if latencies else 0.0,
+        rate=finished / elapsed if elapsed > 0 else 0.0,
+    )
