@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ..exceptions import EntryNotFound
 from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
 
 __all__ = ["MemoryInbox"]
+
+_Record = TypeVar("_Record", Entry, Rejection)
 
 
 def _matches(entry: Entry, sel: Selection) -> bool:
@@ -21,6 +24,11 @@ def _matches(entry: Entry, sel: Selection) -> bool:
         and (sel.since is None or entry.received_at >= sel.since)
         and (sel.until is None or entry.received_at < sel.until)
     )
+
+
+def _copy(record: _Record) -> _Record:
+    # Callers get snapshots, as from a durable store: mutating one must not reach the inbox.
+    return dataclasses.replace(record, headers=dict(record.headers))
 
 
 class MemoryInbox(Inbox):
@@ -66,7 +74,7 @@ class MemoryInbox(Inbox):
     async def quarantine(self, rejection: Rejection) -> int:
         id = self._next_quarantine_id
         self._next_quarantine_id += 1
-        self._quarantine[id] = dataclasses.replace(rejection, id=id)
+        self._quarantine[id] = _copy(dataclasses.replace(rejection, id=id))
         return id
 
     def _blocked(self, entry: Entry, owner: str, now: float) -> bool:
@@ -98,7 +106,7 @@ class MemoryInbox(Inbox):
                 continue
             entry.state, entry.owner, entry.lease_until = "claimed", owner, now + lease
             entry.attempts += 1
-            claimed.append(dataclasses.replace(entry))
+            claimed.append(_copy(entry))
         return claimed
 
     async def ack(self, ids: Sequence[int]) -> None:
@@ -142,15 +150,13 @@ class MemoryInbox(Inbox):
 
     async def get(self, id: int) -> Entry:
         try:
-            return dataclasses.replace(self._entries[id])
+            return _copy(self._entries[id])
         except KeyError:
             raise EntryNotFound(f"no inbox entry {id}") from None
 
     async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
         found = [
-            dataclasses.replace(e)
-            for e in self._entries.values()
-            if e.id > after and _matches(e, selection)
+            _copy(e) for e in self._entries.values() if e.id > after and _matches(e, selection)
         ]
         return found[:limit]
 
@@ -201,10 +207,10 @@ class MemoryInbox(Inbox):
         return len(old) + len(stale)
 
     async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
-        return [r for q, r in self._quarantine.items() if q > after][:limit]
+        return [_copy(r) for q, r in self._quarantine.items() if q > after][:limit]
 
     async def get_quarantined(self, id: int) -> Rejection:
         try:
-            return self._quarantine[id]
+            return _copy(self._quarantine[id])
         except KeyError:
             raise EntryNotFound(f"no quarantined body {id}") from None

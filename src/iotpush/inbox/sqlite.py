@@ -33,7 +33,7 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reuse the id of a purged entry
     received_at REAL NOT NULL,
     type TEXT NOT NULL,
     device TEXT,
@@ -57,7 +57,7 @@ CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed
 CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
     WHERE state IN ('pending', 'claimed');
 CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at REAL NOT NULL,
     path TEXT NOT NULL,
     status INTEGER NOT NULL,

@@ -1,0 +1,261 @@
+"""What only the SQLite inbox promises: a file that survives restarts, group commit, honest
+unavailability under a foreign lock, the server's lock file, its pragmas, and store URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iotpush.exceptions import ConfigError, InboxUnavailable
+from iotpush.inbox import Accepted, Entry, Selection, open_inbox
+from iotpush.inbox.memory import MemoryInbox
+from iotpush.inbox.sqlite import SQLiteInbox
+from tests.test_inbox_contract import LEASE, FakeClock, incoming
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "inbox.db"
+
+
+def sql(path: Path, query: str) -> Any:
+    """The first value ``query`` gives on a connection of our own (another process's view)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
+# durability ----------------------------------------------------------------------------------
+
+
+def test_sqlite_entry_and_its_key_survive_close_and_reopen(db_path: Path, clock: FakeClock) -> None:
+    item = incoming(clock, "a", body=b"\x00\xff raw", headers={"x-request-id": "r-1"})
+
+    async def before_restart() -> Entry:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            accepted = await inbox.append(item)
+            return await inbox.get(accepted.id)
+
+    async def after_restart(id: int) -> tuple[Entry, Accepted, Accepted]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            return (
+                await inbox.get(id),
+                await inbox.append(item),
+                await inbox.append(incoming(clock, "b")),
+            )
+
+    kept = asyncio.run(before_restart())
+    reopened, repeat, other = asyncio.run(after_restart(kept.id))
+    assert reopened == kept
+    assert repeat == Accepted(kept.id, duplicate=True)
+    assert other.id > kept.id
+
+
+def test_sqlite_delivery_state_survives_close_and_reopen(db_path: Path, clock: FakeClock) -> None:
+    async def before_restart() -> list[int]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            ids = [(await inbox.append(incoming(clock, k, device=k))).id for k in "abc"]
+            await inbox.claim("w", 10, LEASE)
+            await inbox.ack([ids[0]])
+            await inbox.dead(ids[1], "boom", 4)
+            await inbox.fail(ids[2], "later", 2, clock.now + 60)
+            return ids
+
+    async def after_restart(ids: list[int]) -> list[Entry]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            return [await inbox.get(id) for id in ids]
+
+    done, dead, failed = asyncio.run(after_restart(asyncio.run(before_restart())))
+    assert (done.state, done.finished_at) == ("done", clock.now)
+    assert (dead.state, dead.last_error, dead.attempts) == ("dead", "boom", 4)
+    assert (failed.state, failed.owner, failed.due_at) == ("claimed", "w", clock.now + 60)
+
+
+# group commit --------------------------------------------------------------------------------
+
+
+def test_sqlite_concurrent_appends_share_commits_and_all_persist(
+    db_path: Path, clock: FakeClock
+) -> None:
+    async def scenario() -> tuple[list[Accepted], int, int, list[Entry]]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            accepted = await asyncio.gather(
+                *(inbox.append(incoming(clock, f"k{i}", device=f"d{i % 7}")) for i in range(500))
+            )
+            commits, writes = inbox.commits, inbox.writes
+        async with SQLiteInbox(db_path, clock=clock) as reopened:
+            stored = await reopened.find(Selection(), limit=1000)
+        return accepted, commits, writes, stored
+
+    accepted, commits, writes, stored = asyncio.run(scenario())
+    assert not any(a.duplicate for a in accepted)
+    assert [e.id for e in stored] == sorted(a.id for a in accepted)
+    assert len(stored) == 500
+    assert writes == 500
+    assert commits < 250  # batched: far fewer transactions than writes
+
+
+# unavailability ------------------------------------------------------------------------------
+
+
+def test_sqlite_append_while_another_process_holds_the_write_lock_raises_unavailable(
+    db_path: Path, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock, busy_timeout=0.2) as inbox:
+            before = await inbox.append(incoming(clock, "before"))
+            blocker = sqlite3.connect(db_path, isolation_level=None)
+            try:
+                blocker.execute("BEGIN IMMEDIATE")
+                with pytest.raises(InboxUnavailable):
+                    await inbox.append(incoming(clock, "during"))
+                assert (await inbox.get(before.id)).key == "before"  # WAL: reads go on
+            finally:
+                blocker.close()  # ends its transaction, releasing the lock
+            retried = await inbox.append(incoming(clock, "during"))
+            keys = [e.key for e in await inbox.find(Selection())]
+        assert not retried.duplicate  # nothing of the failed append was kept
+        assert keys == ["before", "during"]
+
+    asyncio.run(scenario())
+
+
+def test_sqlite_append_before_open_raises_unavailable(db_path: Path, clock: FakeClock) -> None:
+    inbox = SQLiteInbox(db_path, clock=clock)
+    with pytest.raises(InboxUnavailable):
+        asyncio.run(inbox.append(incoming(clock)))
+
+
+# exclusive -----------------------------------------------------------------------------------
+
+
+def test_sqlite_exclusive_takes_a_lock_file_a_second_server_raises_config_error(
+    db_path: Path, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock, exclusive=True):
+            assert Path(f"{db_path}.lock").exists()
+            with pytest.raises(ConfigError):
+                async with SQLiteInbox(db_path, clock=clock, exclusive=True):
+                    pass
+            async with SQLiteInbox(db_path, clock=clock) as tool:  # operator tools still open
+                assert (await tool.stats()).total == 0
+        async with SQLiteInbox(db_path, clock=clock, exclusive=True) as next_server:
+            assert (await next_server.stats()).total == 0  # the lock went with the first
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("exclusive", "state", "owner"),
+    [(True, "pending", None), (False, "claimed", "dead-server")],
+    ids=["exclusive-gives-back", "shared-keeps"],
+)
+def test_sqlite_open_claims_a_previous_server_left(
+    db_path: Path, clock: FakeClock, exclusive: bool, state: str, owner: str | None
+) -> None:
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock) as old:
+            id = (await old.append(incoming(clock))).id
+            await old.claim("dead-server", 10, LEASE)
+        async with SQLiteInbox(db_path, clock=clock, exclusive=exclusive) as new:
+            entry = await new.get(id)
+            claimed = await new.claim("new-server", 10, LEASE)  # the clock has not moved
+        assert (entry.state, entry.owner, entry.attempts) == (state, owner, 1)
+        assert [e.id for e in claimed] == ([id] if exclusive else [])
+
+    asyncio.run(scenario())
+
+
+# pragmas -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("synchronous", "level"),
+    [("OFF", 0), ("NORMAL", 1), ("FULL", 2), ("EXTRA", 3), ("normal", 1)],
+    ids=["off", "normal", "full", "extra", "lower-case"],
+)
+def test_sqlite_open_uses_wal_and_the_chosen_synchronous(
+    db_path: Path, clock: FakeClock, synchronous: Any, level: int
+) -> None:
+    query = "PRAGMA synchronous"
+
+    async def scenario() -> tuple[str, int, int]:
+        async with SQLiteInbox(db_path, clock=clock, synchronous=synchronous) as inbox:
+            await inbox.append(incoming(clock))
+            journal = sql(db_path, "PRAGMA journal_mode")
+            # synchronous is per connection: ask the writer's and a reader's own.
+            writer = await inbox._write(lambda conn: conn.execute(query).fetchone()[0])
+            reader = await inbox._read(lambda conn: conn.execute(query).fetchone()[0])
+        return journal, writer, reader
+
+    assert asyncio.run(scenario()) == ("wal", level, level)
+
+
+@pytest.mark.parametrize(
+    "synchronous", ["SOMETIMES", "", "FULL; DROP TABLE inbox"], ids=["word", "empty", "injection"]
+)
+def test_sqlite_invalid_synchronous_raises_config_error(db_path: Path, synchronous: Any) -> None:
+    with pytest.raises(ConfigError, match="synchronous"):
+        SQLiteInbox(db_path, synchronous=synchronous)
+
+
+# store URLs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///rel.db", "rel.db"),
+        ("sqlite:///data/rel.db", "data/rel.db"),
+        ("sqlite:////abs/path.db", "/abs/path.db"),
+        ("plain.db", "plain.db"),
+        ("/abs/plain.db", "/abs/plain.db"),
+    ],
+    ids=["relative", "relative-folder", "absolute", "plain-relative", "plain-absolute"],
+)
+def test_open_inbox_sqlite_url_names_the_file(url: str, path: str) -> None:
+    inbox = open_inbox(url, busy_timeout=1.5)
+    assert isinstance(inbox, SQLiteInbox)
+    assert (inbox.path, inbox.busy_timeout) == (Path(path), 1.5)
+
+
+@pytest.mark.parametrize("form", ["relative", "absolute"], ids=["relative", "absolute"])
+def test_open_inbox_sqlite_url_creates_the_file_where_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, form: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    url = "sqlite:///rel.db" if form == "relative" else f"sqlite:///{tmp_path}/elsewhere/abs.db"
+    expected = tmp_path / ("rel.db" if form == "relative" else "elsewhere/abs.db")
+
+    async def scenario() -> None:
+        async with open_inbox(url, clock=clock) as inbox:
+            await inbox.append(incoming(clock))
+
+    asyncio.run(scenario())
+    assert sql(expected, "SELECT count(*) FROM inbox") == 1
+
+
+def test_open_inbox_memory_url_makes_a_memory_inbox_with_the_options(clock: FakeClock) -> None:
+    inbox = open_inbox("memory://", dedupe_window=5.0, clock=clock)
+    assert isinstance(inbox, MemoryInbox)
+    assert (inbox.dedupe_window, inbox.clock) == (5.0, clock)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost/0", "ftp://host/inbox.db"], ids=["redis", "ftp"]
+)
+def test_open_inbox_unsupported_scheme_raises_config_error(url: str) -> None:
+    scheme = url.split("://", 1)[0]
+    with pytest.raises(ConfigError, match=scheme):
+        open_inbox(url)
