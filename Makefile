@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick clean
+.PHONY: install run test check lint bench bench-quick bench-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,11 @@ check: $(STAMP)  ## lint and type-check only
 bench: $(STAMP)  ## the benchmark: iotpush vs bare ASGI vs the vendor pattern, 3 rounds
 	$(PY) benchmarks/run.py
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP)  ## a few seconds per config, for development
 	$(PY) benchmarks/run.py --quick
+
+bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
+	$(PY) benchmarks/run.py --soak 300
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,0 +1,304 @@
+"""The request mix: templates of all 22 notification types, each request made unique.
+
+A template is a compact JSON body with tokens that a request counter ``n`` fills in:
+
+* ``@N@``    the counter itself (in command ids, request ids, data values, model names...),
+* ``@DEV@``  a device id from a pool of `DEVICES` devices, so one device gets many
+  notifications and the dispatcher's per-device ordering is exercised,
+* ``@UDEV@`` a device id of its own (a device is added or deleted once),
+* ``@T@``    a platform time string, ``BASE_TIME + n`` seconds.
+
+Every type puts ``@N@`` or ``@T@`` into what its idempotency key covers, so no request of a run
+is a duplicate of another and dedupe drops nothing. The same templates feed wrk (as a Lua table,
+``mix.lua``) and the Python pacer of the soak mode. ``python -m benchmarks.bodies --check``
+renders bodies through iotpush's own decoder and key function and proves both claims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PATH = "/v1.0.0/messageReceiver"
+COMMAND_PATH = "/v1.0.0/messageReceiver/cmd"
+DEVICES = 2999  # prime, so device and template choice (n mod 200) are independent
+BASE_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
+DEVICE_PREFIX = "3f1e9a52-7c41-4b8e-9d2a-"
+UNIQUE_PREFIX = "d0a1b2c3-5e6f-4a7b-8c9d-"
+
+# Token -> the number the Lua script switches on.
+TOKENS: dict[str, int] = {"@N@": 1, "@DEV@": 2, "@UDEV@": 3, "@T@": 4}
+_SPLIT = re.compile("(" + "|".join(map(re.escape, TOKENS)) + ")")
+_NUM = "@NUM@"  # a bare number in JSON: encoded as a string first, unquoted afterwards
+
+# Out of every 200 requests: half data reports, a fifth NB-IoT command status, 3 of each other.
+WEIGHTS: dict[str, int] = {"deviceDataChanged": 100, "nbCommandStatusChanged": 40}
+OTHER_WEIGHT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One body template: its type, the path it is posted to, literal parts and token numbers."""
+
+    type: str
+    path: str
+    parts: tuple[str | int, ...]
+
+
+# fmt: off
+_INFO_MEMBERS = (
+    "nodeId", "name", "description", "manufacturerId", "manufacturerName", "mac", "location",
+    "deviceType", "model", "swVersion", "fwVersion", "hwVersion", "protocolType", "bridgeId",
+    "status", "statusDetail", "mute", "supportedSecurity", "isSecurity", "signalStrength",
+    "sigVersion", "serialNumber", "batteryLevel",
+)
+# fmt: on
+
+
+def _info(**members: str | None) -> dict[str, Any]:
+    return {name: members.get(name) for name in _INFO_MEMBERS}
+
+
+def _model(kind: str, maker: str, maker_id: str, protocol: str) -> dict[str, Any]:
+    return {
+        "notifyType": kind,
+        "appId": "app-7d1c",
+        "deviceType": "WaterMeter",
+        "manufacturerName": maker,
+        "manufacturerId": maker_id,
+        "model": "WM-@N@",
+        "protocolType": protocol,
+    }
+
+
+def _data(service: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "notifyType": "deviceDataChanged",
+        "requestId": None,
+        "deviceId": "@DEV@",
+        "gatewayId": "@DEV@",
+        "service": {"serviceId": service, "serviceType": service, "data": data, "eventTime": "@T@"},
+    }
+
+
+def _nb(code: str, detail: Any, *, omit_detail: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {"resultCode": code} if omit_detail else {
+        "resultCode": code,
+        "resultDetail": detail,
+    }  # fmt: skip
+    return {"deviceId": "@DEV@", "commandId": "9a6b9a11c2f0b7e2@N@", "result": result}
+
+
+def _upgrade(kind: str, **members: Any) -> dict[str, Any]:
+    return {
+        "notifyType": kind,
+        "deviceId": "@DEV@",
+        "appId": "app-7d1c",
+        "operationId": "op-@N@",
+        "subOperationId": "sub-@N@",
+        **members,
+    }
+
+
+def variants() -> dict[str, list[dict[str, Any]]]:
+    """Example bodies of every type (several for the frequent ones), with tokens in place."""
+    dev, t = "@DEV@", "@T@"
+    return {
+        "deviceAdded": [{"notifyType": "deviceAdded", "deviceId": "@UDEV@",
+                         "gatewayId": "@UDEV@", "nodeType": "ENDPOINT",
+                         "deviceInfo": _info(nodeId="86217704@N@", status="OFFLINE",
+                                             statusDetail="NOT_ACTIVE")}],
+        "bindDevice": [{"notifyType": "bindDevice", "deviceId": "@UDEV@", "resultCode": "succeeded",
+                        "deviceInfo": _info(nodeId="86217704@N@", name="watch-@N@",
+                                            manufacturerName="STAR-IoT", deviceType="Motion",
+                                            protocolType="CoAP", status="ONLINE",
+                                            statusDetail="NONE", mute="FALSE")}],
+        "deviceInfoChanged": [{"notifyType": "deviceInfoChanged", "deviceId": dev,
+                               "gatewayId": dev, "deviceInfo": _info(status="ONLINE",
+                                                                     statusDetail="NONE",
+                                                                     batteryLevel="@N@"),
+                               "networkStatus": None}],
+        "deviceDataChanged": [
+            _data("Brightness", {"brightness": _NUM}),
+            _data("Temperature", {"temperature": _NUM, "humidity": 41.5}),
+            _data("WaterMeter", {"currentReading": _NUM, "signalStrength": -87,
+                                 "batteryLevel": 93}),
+            _data("Switch", {"state": "ON", "seq": _NUM}),
+        ],
+        "deviceDatasChanged": [{"notifyType": "deviceDatasChanged", "requestId": None,
+                                "deviceId": dev, "gatewayId": dev, "services": [
+                                    {"serviceId": "Battery", "serviceType": "Battery",
+                                     "data": {"batteryLevel": _NUM}, "eventTime": t},
+                                    {"serviceId": "Temperature", "serviceType": "Temperature",
+                                     "data": {"temperature": 21.5}, "eventTime": t}]}],
+        "serviceInfoChanged": [{"notifyType": "serviceInfoChanged", "deviceId": dev,
+                                "gatewayId": dev, "serviceId": "Switch", "serviceType": "Switch",
+                                "serviceInfo": {"muteCmds": ["SET_STATE_@N@"]}}],
+        "deviceDeleted": [{"notifyType": "deviceDeleted", "deviceId": "@UDEV@",
+                           "gatewayId": "@UDEV@"}],
+        "messageConfirm": [{"notifyType": "messageConfirm", "header": {
+            "requestId": "@N@", "from": f"/devices/{dev}/services/Switch", "to": "app-user-01",
+            "status": "delivered", "timestamp": t}, "body": {}}],
+        "commandRsp": [{"notifyType": "commandRsp", "header": {
+            "requestId": "@N@", "from": f"/devices/{dev}", "to": "app-user-01", "deviceId": dev,
+            "serviceType": "Camera", "method": "MUTE_COMMANDS"}, "body": {"result": "ok"}}],
+        "deviceEvent": [{"notifyType": "deviceEvent", "header": {
+            "eventType": "alarm", "from": f"/devices/{dev}/services/Smoke", "timestamp": t,
+            "eventTime": t, "deviceId": dev, "serviceType": "Smoke"}, "body": {"level": "high"}}],
+        "deviceModelAdded": [_model("deviceModelAdded", "Acme", "acme-01", "CoAP")],
+        "deviceModelDeleted": [_model("deviceModelDeleted", "Acme", "acme-01", "CoAP")],
+        "ruleEvent": [{"notifyType": "ruleEvent", "author": "user-42", "ruleId": "rule-0001",
+                       "ruleName": "overheat", "logic": "AND", "reasons": [
+                           {"satisfactionTime": t, "type": "DEVICE_DATA", "id": "c1",
+                            "info": {"temperature": _NUM}}],
+                       "triggerTime": t, "actionsResults": [
+                           {"type": "DEVICE_CMD", "id": "a1",
+                            "result": {"statusCode": 201, "body": {"commandId": "cmd-@N@"}}},
+                           {"type": "EMAIL", "id": "a2", "exception": "mail server unreachable"}]}],
+        "deviceDesiredPropertiesModifyStatusChanged": [{
+            "notifyType": "deviceDesiredPropertiesModifyStatusChanged", "deviceId": dev,
+            "serviceId": "Device", "properties": {"targetTemperature": _NUM},
+            "status": "DELIVERED"}],
+        "swUpgradeStateChangeNotify": [_upgrade("swUpgradeStateChangeNotify",
+                                                swUpgradeState="downloading")],
+        "swUpgradeResultNotify": [_upgrade("swUpgradeResultNotify", curVersion="1.3",
+                                           targetVersion="1.5", sourceVersion="1.0",
+                                           swUpgradeResult="SUCCESS", upgradeTime="120",
+                                           resultDesc="ok", errorCode="0", description="")],
+        "fwUpgradeStateChangeNotify": [_upgrade("fwUpgradeStateChangeNotify", step="1",
+                                                stepDesc="downloading")],
+        "fwUpgradeResultNotify": [_upgrade("fwUpgradeResultNotify", curVersion="1.6",
+                                           targetVersion="1.6", sourceVersion="1.3",
+                                           status="SUCCESS", statusDesc="upgraded",
+                                           upgradeTime="300")],
+        "nbCommandStatusChanged": [
+            _nb("SENT", None),
+            _nb("DELIVERED", None),
+            _nb("SUCCESSFUL", {"light_state": 1}),
+            _nb("FAILED", {"reason": "send command failed"}),
+            _nb("SUCCESS", "None"),
+            _nb("DELIVERED", None, omit_detail=True),
+        ],
+        "deviceCapabilitiesChanged": [_model("deviceCapabilitiesChanged", "Acme", "acme-01",
+                                             "CoAP")],
+        "deviceCapabilitiesAdded": [_model("deviceCapabilitiesAdded", "wulian", "wl-01", "zigbee")],
+        "deviceCapabilitiesDeleted": [_model("deviceCapabilitiesDeleted", "wulian", "wl-01",
+                                             "zigbee")],
+    }  # fmt: skip
+
+
+def _template(kind: str, body: dict[str, Any]) -> Template:
+    text = json.dumps(body, separators=(",", ":")).replace(f'"{_NUM}"', "@N@")
+    parts: list[str | int] = []
+    for i, piece in enumerate(_SPLIT.split(text)):
+        if i % 2:
+            parts.append(TOKENS[piece])
+        elif piece:
+            parts.append(piece)
+    path = COMMAND_PATH if kind == "nbCommandStatusChanged" else PATH
+    return Template(kind, path, tuple(parts))
+
+
+def build_mix(seed: int = 5) -> list[Template]:
+    """The cycle of 200 templates requests go through, by `WEIGHTS`, in a fixed shuffled order."""
+    cycle: list[Template] = []
+    for kind, bodies in variants().items():
+        weight = WEIGHTS.get(kind, OTHER_WEIGHT)
+        cycle += [_template(kind, bodies[i % len(bodies)]) for i in range(weight)]
+    random.Random(seed).shuffle(cycle)
+    return cycle
+
+
+def token_value(token: int, n: int) -> str:
+    """What ``token`` becomes in request ``n`` (``mix.lua`` does the same in Lua)."""
+    if token == 1:
+        return str(n)
+    if token == 2:
+        return f"{DEVICE_PREFIX}{n % DEVICES:012d}"
+    if token == 3:
+        return f"{UNIQUE_PREFIX}{n:012d}"
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(BASE_TIME + n))
+
+
+def render(template: Template, n: int) -> bytes:
+    """The body of request ``n`` made from ``template``."""
+    return "".join(p if isinstance(p, str) else token_value(p, n) for p in template.parts).encode()
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def write_lua(path: Path, mix: list[Template] | None = None) -> None:
+    """Write the mix as a Lua chunk returning the table ``mix.lua`` loads."""
+    lines = [
+        "-- Generated by benchmarks/bodies.py; do not edit.",
+        "return {",
+        f"  devices = {DEVICES}, base_time = {BASE_TIME},",
+        f"  device_prefix = {_lua_string(DEVICE_PREFIX)},",
+        f"  unique_prefix = {_lua_string(UNIQUE_PREFIX)},",
+        "  items = {",
+    ]
+    for t in mix or build_mix():
+        parts = ", ".join(_lua_string(p) if isinstance(p, str) else str(p) for p in t.parts)
+        lines.append(f"    {{path = {_lua_string(t.path)}, parts = {{{parts}}}}},")
+    lines += ["  },", "}", ""]
+    path.write_text("\n".join(lines))
+
+
+def check(count: int) -> list[str]:
+    """Render ``count`` requests and return the problems found (empty: every body is valid,
+    unique by iotpush's idempotency key, and the mix holds all 22 types)."""
+    from iotpush import NOTIFICATION_TYPES, decode
+    from iotpush.idempotency import key_and_slot
+
+    mix = build_mix()
+    problems: list[str] = []
+    keys: set[str] = set()
+    seen: Counter[str] = Counter()
+    for n in range(count):
+        t = mix[n % len(mix)]
+        body = render(t, n)
+        try:
+            notification = decode(body, "command" if t.path == COMMAND_PATH else "notify")
+        except Exception as exc:
+            problems.append(f"request {n} ({t.type}): {exc}")
+            continue
+        seen[notification.notify_type] += 1
+        key, _slot = key_and_slot(notification)
+        if key in keys:
+            problems.append(f"request {n} ({t.type}) repeats key {key}")
+        keys.add(key)
+    missing = set(NOTIFICATION_TYPES) - set(seen)
+    if missing:
+        problems.append(f"types never sent: {sorted(missing)}")
+    return problems
+
+
+def main() -> None:
+    """``--check N``: validate the mix; ``--lua FILE``: write the Lua table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", type=int, metavar="N", help="render and validate N requests")
+    parser.add_argument("--lua", type=Path, metavar="FILE", help="write the Lua table to FILE")
+    args = parser.parse_args()
+    if args.lua:
+        write_lua(args.lua)
+    if args.check:
+        problems = check(args.check)
+        for line in problems[:20]:
+            print(line, file=sys.stderr)
+        counts = Counter(t.type for t in build_mix())
+        print(f"{args.check} bodies, {len(counts)} types, per 200: {dict(counts.most_common())}")
+        sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Run the benchmark: iotpush vs a bare ASGI app vs the vendor SDK pattern, on one machine.
+
+    python benchmarks/run.py                  # 3 rounds of 10 s per config, medians
+    python benchmarks/run.py --quick          # 1 round of 3 s, for development
+    python benchmarks/run.py --configs baseline,legacy --duration 5 --connections 32
+    python benchmarks/run.py --soak 300       # iotpush at half its max rate: memory over time
+
+Prints a table and writes JSON to benchmarks/results/latest.json. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bodies, report
+from benchmarks.servers import (
+    CONFIGS,
+    BenchError,
+    ConfigName,
+    Server,
+    iotpush_command,
+    pinning,
+)
+from benchmarks.wrk import LoadResult, ensure_wrk, run_wrk
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+STALL = 3.0  # seconds without a new delivery after which draining is over
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every run of one invocation shares."""
+
+    wrk: str
+    mix_file: Path
+    workroot: Path
+    server_pin: list[str]
+    load_pin: list[str]
+    duration: int
+    connections: int
+    drain_timeout: float
+    iotpush_env: dict[str, str]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; ``--quick`` sets the defaults it implies."""
+    p = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=(__doc__ or "").splitlines()[0]
+    )
+    p.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated configs to run [%(default)s]"
+    )
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s per config")
+    p.add_argument("--rounds", type=int, default=None, help="rounds per config [3; quick: 1]")
+    p.add_argument("--duration", type=int, default=None, help="seconds per run [10; quick: 3]")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections [%(default)s]")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="most seconds to wait for iotpush's handlers after the load [%(default)s]",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results file [%(default)s]")
+    p.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="instead: run iotpush at a fixed rate this long and watch its memory",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="soak rate per second [half the max rate measured first]",
+    )
+    p.add_argument(
+        "--sync-handler",
+        action="store_true",
+        help="iotpush's handler as a plain function (run in its thread pool), not async",
+    )
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, db)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.duration is None:
+        args.duration = 3 if args.quick else 10
+    if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
+        p.error("--rounds, --duration and --connections must be positive")
+    if args.soak is not None and (args.soak <= 0 or (args.rate is not None and args.rate <= 0)):
+        p.error("--soak and --rate must be positive")
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown or not names:
+        p.error(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    args.config_list = list(dict.fromkeys(names))
+    return args
+
+
+def plan(configs: list[ConfigName], rounds: int) -> list[tuple[int, ConfigName]]:
+    """(round, config) in run order: the order reverses every round, so no config always
+    runs first (cold caches) or last (a warm, tired machine)."""
+    return [(r, c) for r in range(rounds) for c in (configs if r % 2 == 0 else configs[::-1])]
+
+
+def count_at(timeline: list[list[float]], moment: float, default: int) -> int:
+    """How many were handled at ``moment``, interpolated from (time, count) points."""
+    before = [p for p in timeline if p[0] <= moment]
+    after = [p for p in timeline if p[0] > moment]
+    if not before:
+        return default if not after else 0
+    t0, c0 = before[-1]
+    if not after:
+        return int(c0)
+    t1, c1 = after[0]
+    return int(c0 + (c1 - c0) * (moment - t0) / (t1 - t0))
+
+
+def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float) -> dict[str, Any]:
+    """iotpush's delivery figures: wait (bounded) until the handlers caught up, then measure."""
+    first = server.stats() or {"count": 0}
+    during = int(first["count"])
+    accepted = load.ok
+    deadline = time.monotonic() + timeout
+    count, changed = during, time.monotonic()
+    while time.monotonic() < deadline and count < accepted:
+        time.sleep(0.1)
+        current = int((server.stats() or first)["count"])
+        if current != count:
+            count, changed = current, time.monotonic()
+        elif time.monotonic() - changed >= STALL:
+            break
+    stats = server.stats() or first
+    handled = int(stats["count"])
+    during = count_at(stats.get("timeline", []), load_end, during)
+    first_at, last_at = stats.get("first_at"), stats.get("last_at")
+    span = (last_at - first_at) if first_at and last_at else 0.0
+    delays_ms = [d * 1000.0 for d in stats.get("delays", [])]
+    inbox = server.inbox_bytes()
+    return {
+        "accepted": accepted,
+        "handled_during": during,
+        "handled": handled,
+        "backlog_at_end": max(0, accepted - during),
+        "delay_p50_ms": report.percentile(delays_ms, 50),
+        "delay_p99_ms": report.percentile(delays_ms, 99),
+        "delay_max_ms": max(delays_ms, default=None),
+        "delay_sample": len(delays_ms),
+        "sustained_rate": handled / span if span > 0 else None,
+        "delivery_rate_loading": during / load.duration,
+        "drain_s": max(0.0, last_at - load_end) if last_at else None,
+        "inbox_bytes": inbox,
+        "bytes_per_notification": inbox / max(handled, accepted) if handled or accepted else None,
+    }
+
+
+def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
+    """Start ``config``, load it, measure it, stop it: one run."""
+    env = bench.iotpush_env if config == "iotpush" else {}
+    server = Server.start(config, bench.workroot / f"{config}-{round_}", bench.server_pin, env)
+    try:
+        load, wrk_report = run_wrk(
+            bench.wrk,
+            server.url,
+            bench.mix_file,
+            bench.duration,
+            bench.connections,
+            bench.load_pin,
+        )
+        load_end = time.time()
+        e2e = (
+            end_to_end(server, load, load_end, bench.drain_timeout) if config == "iotpush" else None
+        )
+        memory = server.memory()
+        problems = []
+        if server.process.poll() is not None:
+            problems.append(f"the server exited during the run (code {server.process.returncode})")
+        if load.requests == 0:
+            problems.append(f"the server answered no request in {bench.duration:g} s")
+        elif load.errors and (config != "legacy" or load.errors != load.errors_by_kind["status"]):
+            # legacy's 500s are the vendor defect it re-creates: in the table, not a problem.
+            kinds = ", ".join(f"{n:,} {k}" for k, n in load.errors_by_kind.items() if n)
+            problems.append(f"{load.errors:,} errors ({kinds})")
+        # Error answers are the server's verdict (legacy's 500s); anything else needs its log.
+        unanswered = load.errors - load.errors_by_kind["status"]
+        want_log = bool(problems and (unanswered or not load.requests))
+    finally:
+        exit_code = server.stop()
+    log_tail = server.log_tail() if want_log else ""  # after the stop: hung requests say so
+    return {
+        "config": config,
+        "round": round_,
+        "load": load.to_json(),
+        "peak_rss": memory["hwm"],
+        "rss_at_end": memory["rss"],
+        "e2e": e2e,
+        "server_exit": exit_code,
+        "problems": problems,
+        "server_log_tail": log_tail,
+        "wrk_report": wrk_report,
+    }
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures come from: CPU, cores, kernel, Python, versions of what was measured."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions: dict[str, str | None] = {}
+    for name in ("iotpush", "uvicorn", "uvloop", "httptools", "flask", "gunicorn", "msgspec"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    wrk = shutil.which("wrk")
+    if wrk:
+        out = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False).stdout
+        versions["wrk"] = out.split()[1] if len(out.split()) > 1 else out.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": sorted(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def write_results(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, creating the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def compare(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    """The comparison runs, their summary, the printed table and targets."""
+    runs: list[dict[str, Any]] = []
+    order = plan(args.config_list, args.rounds)
+    for i, (round_, config) in enumerate(order, 1):
+        run = measure(bench, round_, config)
+        runs.append(run)
+        load = run["load"]
+        p99 = "-" if load["p99"] is None else f"{load['p99']:.2f}"
+        print(
+            f"  [{i}/{len(order)}] round {round_ + 1} {config:<9}{load['ok_rps']:>9,.0f} ok/s"
+            f"  p99 {p99:>6} ms  errors {load['errors']:,}",
+            flush=True,
+        )
+        if run["problems"]:
+            print(f"      {'; '.join(run['problems'])}", flush=True)
+        if run["server_log_tail"]:
+            print("      the server's last words:")
+            print("\n".join("      | " + line for line in run["server_log_tail"].splitlines()))
+        if i < len(order):
+            time.sleep(1.0)  # let sockets in TIME_WAIT and the CPU settle
+    summary = report.summarize(runs, args.config_list)
+    goals = report.targets(summary, args.connections)
+    print()
+    print(report.table(summary))
+    troubled = [r for r in runs if r["problems"]]
+    if troubled:
+        print("\nproblems:")
+        for r in troubled:
+            print(f"  {r['config']} round {r['round'] + 1}: {'; '.join(r['problems'])}")
+    if goals:
+        print("\ntargets:\n" + report.target_lines(goals))
+    return {"runs": runs, "summary": summary, "targets": goals}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = parse_args(argv)
+    soak = args.soak is not None
+    try:
+        if soak or "iotpush" in args.config_list:
+            iotpush_command()
+        wrk = "" if soak and args.rate else ensure_wrk()
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    server_pin, load_pin = pinning(not args.no_pin)
+    workroot = Path(tempfile.mkdtemp(prefix="iotpush-bench-"))
+    mix_file = workroot / "mix-table.lua"
+    bodies.write_lua(mix_file)
+    bench = Bench(
+        wrk,
+        mix_file,
+        workroot,
+        server_pin,
+        load_pin,
+        args.duration,
+        args.connections,
+        args.drain_timeout,
+        {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {},
+    )
+    started = time.time()
+    meta = {
+        "started_at": started,
+        "machine": machine(),
+        "pinning": {"server": server_pin, "load": load_pin},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "mix": {
+            "per_200": dict(sorted(report_mix().items(), key=lambda kv: -kv[1])),
+            "devices": bodies.DEVICES,
+        },
+    }
+    pinned = (
+        "not pinned"
+        if not server_pin
+        else f"server on core {server_pin[-1]}, load on core {load_pin[-1]}"
+    )
+    try:
+        if soak:
+            from benchmarks.soak import run_soak
+
+            print(f"soak: iotpush for {args.soak:g} s, {args.connections} connections, {pinned}")
+            results = run_soak(bench, args.soak, args.rate)
+        else:
+            print(
+                f"bench: {', '.join(args.config_list)}; {args.rounds} round(s) of "
+                f"{args.duration:g} s, {args.connections} connections, {pinned}",
+                flush=True,
+            )
+            results = compare(args, bench)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"kept {workroot}")
+        else:
+            shutil.rmtree(workroot, ignore_errors=True)
+    meta["finished_at"] = time.time()
+    write_results(args.out, {"meta": meta, **results})
+    print(f"\nresults: {args.out}")
+    missed = [t for t in results.get("targets", []) if t["passed"] is False]
+    return 1 if args.strict and missed else 0
+
+
+def report_mix() -> dict[str, int]:
+    """How many of every 200 requests are of each type."""
+    counts: dict[str, int] = {}
+    for t in bodies.build_mix():
+        counts[t.type] = counts.get(t.type, 0) + 1
+    return counts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
