@@ -132,6 +132,7 @@ class App:
                         await hook()
                 except Exception as exc:
                     log.exception("startup failed")
+                    await self.inbox.close()
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -166,9 +167,18 @@ class App:
             )
             return
         received_at = self.clock()
+        headers: dict[str, str] = {}
+        length = media = b""
+        for name, value in scope["headers"]:
+            if name in KEPT_HEADERS:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+            if name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                media = value
         body = b""
         try:
-            body = await self._read_body(scope, receive)
+            body = await self._read_body(receive, length, media)
             notification = decode(body, route)
         except _Refused as refused:
             await self._refuse(send, scope, path, body, received_at, refused)
@@ -179,11 +189,6 @@ class App:
             )
             return
         key, slot = key_and_slot(notification)
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in KEPT_HEADERS
-        }
         client = scope.get("client")
         if client:
             headers["x-iotpush-peer"] = str(client[0])
@@ -209,20 +214,26 @@ class App:
         await send(_OK_START)
         await send(_OK_BODY)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, receive: Receive, length: bytes, media: bytes) -> bytes:
         refusal: _Refused | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_body:
-                    refusal = _Refused(413, f"body larger than {self.max_body} bytes")
-            elif name == b"content-type" and not _is_json(value):
-                media = value.decode("latin-1")
-                refusal = _Refused(415, f"expected Content-Type application/json, got {media!r}")
+        if length.isdigit() and int(length) > self.max_body:
+            refusal = _Refused(413, f"body larger than {self.max_body} bytes")
+        elif media and not _is_json(media):
+            got = media.decode("latin-1")
+            refusal = _Refused(415, f"expected Content-Type application/json, got {got!r}")
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if (
+            refusal is None
+            and message["type"] == "http.request"
+            and not message.get("more_body", False)
+            and len(body) <= self.max_body
+        ):
+            return body  # the usual case: the whole body in one message
         # Even a refused body is read (up to max_body) so that quarantine keeps it.
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] != "http.request":  # the client went away
                 refusal = refusal or _Refused(400, "the request ended before its body")
                 break
@@ -235,6 +246,7 @@ class App:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            message = await receive()
         body = b"".join(chunks)
         if refusal is not None:
             refusal.body = body

@@ -106,7 +106,9 @@ class Dispatcher:
         self._acks: list[int] = []
         self._ack_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._backing_off: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._untried: list[int] = []
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -122,7 +124,7 @@ class Dispatcher:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, finish deliveries under way (``grace`` s at most), give back the rest."""
         self._stopping = True
-        for task in self._tasks:
+        for task in (*self._tasks, *self._backing_off):  # a lane waiting to retry is not busy
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._lane_tasks:
@@ -132,7 +134,8 @@ class Dispatcher:
             await asyncio.gather(*late, return_exceptions=True)
         await self._flush_acks()
         try:
-            released = await self.inbox.release(self.owner)
+            released = await self.inbox.release(self.owner, untried=self._untried)
+            self._untried = []
         except InboxError as exc:
             log.error(
                 "could not give back claimed entries (they return when the lease ends): %s", exc
@@ -168,6 +171,10 @@ class Dispatcher:
                 log.error("cannot claim work from the inbox: %s", exc)
                 await asyncio.sleep(self.poll_interval)
                 continue
+            except Exception:  # never let delivery stop silently while receiving goes on
+                log.exception("claiming work from the inbox failed")
+                await asyncio.sleep(self.poll_interval)
+                continue
             for entry in entries:
                 self._enqueue(entry)
             if len(entries) < min(room, self.batch):
@@ -198,14 +205,19 @@ class Dispatcher:
 
     async def _run_lane(self, lane_key: object) -> None:
         lane = self._lanes[lane_key]
+        delivering = False
         try:
             while lane and not self._stopping:
+                delivering = True
                 await self._deliver(lane[0])
+                delivering = False
                 lane.popleft()
                 self._held -= 1
                 self._room.set()
         finally:
-            # Entries left here on stop are still claimed by us: `stop` gives them back.
+            # Entries left here on stop are still claimed by us: `stop` gives them back, and
+            # those never started get back the attempt their claim counted.
+            self._untried.extend(e.id for e in list(lane)[1 if delivering else 0 :])
             self._held -= len(lane)
             del self._lanes[lane_key]
 
@@ -224,9 +236,15 @@ class Dispatcher:
             return
         handlers = self.receiver.handlers_for(entry.type)
         delivery = Delivery(entry, notification)
+        first_attempt = attempt
         while True:
+            entry.attempts = attempt  # what `current_entry()` tells the handlers
             try:
                 async with self._slots:
+                    if self._stopping:  # not under way yet: `stop` gives it back
+                        if attempt == first_attempt:
+                            self._untried.append(entry.id)
+                        return
                     set_delivery(delivery)
                     for handler in handlers:
                         await self._call(handler, notification)
@@ -246,9 +264,15 @@ class Dispatcher:
                     await self.inbox.fail(entry.id, error, attempt, self.clock() + delay)
                 except InboxError as store_exc:
                     log.error("cannot record the failure of entry %d: %s", entry.id, store_exc)
-                await self.sleep(delay)
                 if self._stopping:
                     return
+                lane_task = asyncio.current_task()
+                assert lane_task is not None
+                self._backing_off.add(lane_task)
+                try:
+                    await self.sleep(delay)
+                finally:
+                    self._backing_off.discard(lane_task)
                 attempt += 1
                 continue
             self.counters["delivered"] += 1
@@ -257,15 +281,18 @@ class Dispatcher:
 
     async def _call(self, handler: Handler, notification: Notification) -> None:
         args = handler.arguments(notification)
+        running: asyncio.Future[Any]
+        if handler.is_async:
+            running = asyncio.ensure_future(handler.func(*args))
+        else:
+            context = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(self._executor, context.run, handler.func, *args)
         try:
-            if handler.is_async:
-                await asyncio.wait_for(handler.func(*args), self.handler_timeout)
-            else:
-                context = contextvars.copy_context()
-                loop = asyncio.get_running_loop()
-                future = loop.run_in_executor(self._executor, context.run, handler.func, *args)
-                await asyncio.wait_for(future, self.handler_timeout)
+            await asyncio.wait_for(running, self.handler_timeout)
         except TimeoutError:
+            if not running.cancelled():  # the handler's own TimeoutError: keep its traceback
+                raise
             raise HandlerTimeout(
                 f"handler {handler.name} did not return within {self.handler_timeout} s"
             ) from None

@@ -201,8 +201,12 @@ class Inbox(abc.ABC):
         """Extend every claim ``owner`` holds by ``lease`` seconds from now; returns how many."""
 
     @abc.abstractmethod
-    async def release(self, owner: str) -> int:
-        """Give back every claim ``owner`` holds (on shutdown); returns how many."""
+    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
+        """Give back every claim ``owner`` holds (on shutdown); returns how many.
+
+        Entries in ``untried`` were claimed but never handed to a handler: their claim does not
+        count as an attempt.
+        """
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when new entries may be due, or after ``timeout`` seconds."""

@@ -134,10 +134,13 @@ class MemoryInbox(Inbox):
             entry.lease_until = self.clock() + lease
         return len(held)
 
-    async def release(self, owner: str) -> int:
+    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
         held = [e for e in self._entries.values() if e.state == "claimed" and e.owner == owner]
+        not_started = set(untried)
         for entry in held:
             entry.state, entry.owner, entry.lease_until = "pending", None, None
+            if entry.id in not_started:
+                entry.attempts = max(entry.attempts - 1, 0)
         if held:
             self._work.set()
         return len(held)

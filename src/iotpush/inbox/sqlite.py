@@ -450,12 +450,20 @@ class SQLiteInbox(Inbox):
             lambda conn: conn.execute(sql, (self.clock() + lease, owner)).rowcount
         )
 
-    async def release(self, owner: str) -> int:
-        sql = (
-            "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
-            " WHERE state = 'claimed' AND owner = ?"
-        )
-        return await self._write(lambda conn: conn.execute(sql, (owner,)).rowcount, wakes=True)
+    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "UPDATE inbox SET attempts = max(attempts - 1, 0)"
+                " WHERE id = ? AND state = 'claimed' AND owner = ?",
+                [(id, owner) for id in untried],
+            )
+            return conn.execute(
+                "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
+                " WHERE state = 'claimed' AND owner = ?",
+                (owner,),
+            ).rowcount
+
+        return await self._write(release, wakes=True)
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._work is None:
