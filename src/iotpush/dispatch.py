@@ -1,8 +1,9 @@
 """The dispatcher: delivers inbox entries to handlers, at least once, in order per device.
 
-It claims due entries in batches and queues each on its device's *lane*. A lane delivers one
-entry at a time, so one device's notifications reach handlers in arrival order, while different
-devices run in parallel (at most ``concurrency`` deliveries at once). An entry is acknowledged
+It claims due entries in batches and queues each on its device's *lane*. A fixed pool of
+``concurrency`` workers takes lanes from a ready queue; a lane is in that queue at most once and
+only one worker holds it, so one device's notifications reach handlers in arrival order, while
+different devices run in parallel. An entry is acknowledged
 only after every handler for it returned; a handler that raises or times out makes the whole
 entry retry after an exponential backoff with jitter, holding its lane, until ``max_attempts``,
 when it goes to the dead-letter state with the traceback.
@@ -97,18 +98,18 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.counters: Counter[str] = Counter()
         self._lanes: dict[object, deque[Entry]] = {}
-        self._lane_tasks: set[asyncio.Task[None]] = set()
+        self._ready: asyncio.Queue[object] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._waiting: set[asyncio.Task[Any]] = set()  # idle workers, and lanes in backoff
+        self._tried: set[int] = set()  # held entries whose delivery has begun here
         self._held = 0
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
         self._executor: ThreadPoolExecutor | None = None
         self._acks: list[int] = []
         self._ack_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._backing_off: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self._untried: list[int] = []
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -120,22 +121,30 @@ class Dispatcher:
             asyncio.create_task(self._claim_loop(), name="iotpush-claim"),
             asyncio.create_task(self._renew_loop(), name="iotpush-renew"),
         ]
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"iotpush-worker-{i}")
+            for i in range(self.concurrency)
+        ]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, finish deliveries under way (``grace`` s at most), give back the rest."""
         self._stopping = True
-        for task in (*self._tasks, *self._backing_off):  # a lane waiting to retry is not busy
+        for task in (*self._tasks, *self._waiting):  # idle workers, lanes waiting to retry
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._lane_tasks:
-            _, late = await asyncio.wait(self._lane_tasks, timeout=grace)
+        await asyncio.gather(*self._tasks, *self._waiting, return_exceptions=True)
+        if self._workers:
+            _, late = await asyncio.wait(self._workers, timeout=grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await self._flush_acks()
+        # What is still held goes back; entries never started get back their claim's attempt.
+        untried = [e.id for lane in self._lanes.values() for e in lane if e.id not in self._tried]
+        self._lanes.clear()
+        self._tried.clear()
+        self._held = 0
         try:
-            released = await self.inbox.release(self.owner, untried=self._untried)
-            self._untried = []
+            released = await self.inbox.release(self.owner, untried=untried)
         except InboxError as exc:
             log.error(
                 "could not give back claimed entries (they return when the lease ends): %s", exc
@@ -197,101 +206,94 @@ class Dispatcher:
         lane = self._lanes.get(lane_key)
         if lane is not None:
             lane.append(entry)
-            return
-        self._lanes[lane_key] = deque((entry,))
-        task = asyncio.create_task(self._run_lane(lane_key))
-        self._lane_tasks.add(task)
-        task.add_done_callback(self._lane_tasks.discard)
+        else:
+            self._lanes[lane_key] = deque((entry,))
+            self._ready.put_nowait(lane_key)
 
-    async def _run_lane(self, lane_key: object) -> None:
-        lane = self._lanes[lane_key]
-        delivering = False
-        try:
-            while lane and not self._stopping:
-                delivering = True
-                await self._deliver(lane[0])
-                delivering = False
-                lane.popleft()
-                self._held -= 1
-                self._room.set()
-        finally:
-            # Entries left here on stop are still claimed by us: `stop` gives them back, and
-            # those never started get back the attempt their claim counted.
-            self._untried.extend(e.id for e in list(lane)[1 if delivering else 0 :])
-            self._held -= len(lane)
-            del self._lanes[lane_key]
+    async def _work(self) -> None:
+        while not self._stopping:
+            worker = asyncio.current_task()
+            assert worker is not None
+            self._waiting.add(worker)
+            try:
+                lane_key = await self._ready.get()
+            finally:
+                self._waiting.discard(worker)
+            lane = self._lanes[lane_key]
+            retry_in = await self._attempt(lane[0])
+            if retry_in is not None:  # the lane waits, holding its later entries back
+                backoff = asyncio.create_task(self._backoff(lane_key, retry_in))
+                self._waiting.add(backoff)
+                backoff.add_done_callback(self._waiting.discard)
+                continue
+            self._tried.discard(lane.popleft().id)
+            self._held -= 1
+            self._room.set()
+            if lane:
+                self._ready.put_nowait(lane_key)
+            else:
+                del self._lanes[lane_key]
+
+    async def _backoff(self, lane_key: object, delay: float) -> None:
+        await self.sleep(delay)
+        if not self._stopping:
+            self._ready.put_nowait(lane_key)
 
     # delivering ----------------------------------------------------------------------------
 
-    async def _deliver(self, entry: Entry) -> None:
+    async def _attempt(self, entry: Entry) -> float | None:
+        """Deliver ``entry`` once; the seconds until a retry, or ``None`` once it is finished."""
         attempt = entry.attempts
-        if attempt > self.max_attempts:
+        if entry.id not in self._tried and attempt > self.max_attempts:
             error = f"gave up: the process stopped during delivery {attempt - 1} times"
             await self._dead(entry, error, attempt - 1)
-            return
+            return None
         try:
             notification = decode_entry(entry)
         except NotificationError as exc:
             await self._dead(entry, f"cannot decode the stored body: {exc}", attempt)
-            return
-        handlers = self.receiver.handlers_for(entry.type)
-        delivery = Delivery(entry, notification)
-        first_attempt = attempt
-        while True:
-            entry.attempts = attempt  # what `current_entry()` tells the handlers
+            return None
+        self._tried.add(entry.id)
+        set_delivery(Delivery(entry, notification))
+        try:
+            for handler in self.receiver.handlers_for(entry.type):
+                await self._call(handler, notification)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried
+            error = "".join(traceback.format_exception(exc)).rstrip()
+            self.counters["failed"] += 1
+            if attempt >= self.max_attempts:
+                await self._dead(entry, error, attempt)
+                return None
+            delay: float = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+            delay *= 0.5 + self.jitter() / 2
+            log.warning(
+                "entry %d (%s) attempt %d failed, retrying in %.1f s: %r",
+                entry.id, entry.type, attempt, delay, exc,
+            )  # fmt: skip
             try:
-                async with self._slots:
-                    if self._stopping:  # not under way yet: `stop` gives it back
-                        if attempt == first_attempt:
-                            self._untried.append(entry.id)
-                        return
-                    set_delivery(delivery)
-                    for handler in handlers:
-                        await self._call(handler, notification)
-            except Exception as exc:  # noqa: BLE001 - any handler failure is retried
-                error = "".join(traceback.format_exception(exc)).rstrip()
-                self.counters["failed"] += 1
-                if attempt >= self.max_attempts:
-                    await self._dead(entry, error, attempt)
-                    return
-                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                delay *= 0.5 + self.jitter() / 2
-                log.warning(
-                    "entry %d (%s) attempt %d failed, retrying in %.1f s: %r",
-                    entry.id, entry.type, attempt, delay, exc,
-                )  # fmt: skip
-                try:
-                    await self.inbox.fail(entry.id, error, attempt, self.clock() + delay)
-                except InboxError as store_exc:
-                    log.error("cannot record the failure of entry %d: %s", entry.id, store_exc)
-                if self._stopping:
-                    return
-                lane_task = asyncio.current_task()
-                assert lane_task is not None
-                self._backing_off.add(lane_task)
-                try:
-                    await self.sleep(delay)
-                finally:
-                    self._backing_off.discard(lane_task)
-                attempt += 1
-                continue
-            self.counters["delivered"] += 1
-            self._ack(entry.id)
-            return
+                await self.inbox.fail(entry.id, error, attempt, self.clock() + delay)
+            except InboxError as store_exc:
+                log.error("cannot record the failure of entry %d: %s", entry.id, store_exc)
+            entry.attempts = attempt + 1  # what `current_entry()` tells the handlers next time
+            return delay
+        self.counters["delivered"] += 1
+        self._ack(entry.id)
+        return None
 
     async def _call(self, handler: Handler, notification: Notification) -> None:
         args = handler.arguments(notification)
-        running: asyncio.Future[Any]
         if handler.is_async:
-            running = asyncio.ensure_future(handler.func(*args))
+            running: Awaitable[Any] = handler.func(*args)
         else:
             context = contextvars.copy_context()
             loop = asyncio.get_running_loop()
             running = loop.run_in_executor(self._executor, context.run, handler.func, *args)
+        timeout = asyncio.timeout(self.handler_timeout)
         try:
-            await asyncio.wait_for(running, self.handler_timeout)
+            async with timeout:
+                await running
         except TimeoutError:
-            if not running.cancelled():  # the handler's own TimeoutError: keep its traceback
+            if not timeout.expired():  # the handler's own TimeoutError: keep its traceback
                 raise
             raise HandlerTimeout(
                 f"handler {handler.name} did not return within {self.handler_timeout} s"
