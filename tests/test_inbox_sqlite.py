@@ -15,6 +15,7 @@ from iotpush.exceptions import ConfigError, InboxUnavailable
 from iotpush.inbox import Accepted, Entry, Selection, open_inbox
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
+from tests.conftest import run
 from tests.test_inbox_contract import LEASE, FakeClock, incoming
 
 
@@ -259,3 +260,55 @@ def test_open_inbox_unsupported_scheme_raises_config_error(url: str) -> None:
     scheme = url.split("://", 1)[0]
     with pytest.raises(ConfigError, match=scheme):
         open_inbox(url)
+
+
+def test_sqlite_attached_owner_gets_new_entries_claimed_after_commit(
+    db_path: Path, clock: FakeClock
+) -> None:
+    handed: list[list[Entry]] = []
+    room = [True]
+
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            inbox.attach("me", lease=30, on_claimed=handed.append, has_room=lambda: room[0])
+            first = await inbox.append(incoming(clock, "a", device="d1"))
+            assert [[e.id for e in batch] for batch in handed] == [[first.id]]
+            entry = await inbox.get(first.id)
+            assert (entry.state, entry.owner, entry.attempts) == ("claimed", "me", 1)
+            assert entry.lease_until == clock.now + 30
+            duplicate = await inbox.append(incoming(clock, "a", device="d1"))
+            assert duplicate.duplicate and len(handed) == 1
+            room[0] = False
+            full = await inbox.append(incoming(clock, "b", device="d2"))
+            assert (await inbox.get(full.id)).state == "pending"
+            room[0] = True
+            # d2 has an earlier entry waiting: a later one must wait behind it, not jump ahead.
+            behind = await inbox.append(incoming(clock, "c", device="d2"))
+            assert (await inbox.get(behind.id)).state == "pending"
+            assert len(handed) == 1
+            claimed = await inbox.claim("me", 10, 30)
+            assert [e.id for e in claimed] == [full.id, behind.id]
+            inbox.attach(None)
+            detached = await inbox.append(incoming(clock, "d", device="d3"))
+            assert (await inbox.get(detached.id)).state == "pending"
+            assert len(handed) == 1
+
+    run(scenario())
+
+
+def test_sqlite_attached_owner_does_not_take_a_device_another_owner_holds(
+    db_path: Path, clock: FakeClock
+) -> None:
+    handed: list[list[Entry]] = []
+
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            await inbox.append(incoming(clock, "a", device="d1"))
+            assert len(await inbox.claim("other", 10, 30)) == 1
+            inbox.attach("me", on_claimed=handed.append)
+            later = await inbox.append(incoming(clock, "b", device="d1"))
+            elsewhere = await inbox.append(incoming(clock, "c", device="d2"))
+            assert (await inbox.get(later.id)).state == "pending"
+            assert [e.id for batch in handed for e in batch] == [elsewhere.id]
+
+    run(scenario())

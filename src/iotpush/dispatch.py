@@ -110,6 +110,7 @@ class Dispatcher:
         self._ack_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._caught_up = False  # the last claim found less than it asked for
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -125,10 +126,17 @@ class Dispatcher:
             asyncio.create_task(self._work(), name=f"iotpush-worker-{i}")
             for i in range(self.concurrency)
         ]
+        self.inbox.attach(
+            self.owner,
+            lease=self.lease,
+            on_claimed=self._take,
+            has_room=lambda: self._held < self.max_held,
+        )
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, finish deliveries under way (``grace`` s at most), give back the rest."""
         self._stopping = True
+        self.inbox.attach(None)
         for task in (*self._tasks, *self._waiting):  # idle workers, lanes waiting to retry
             task.cancel()
         await asyncio.gather(*self._tasks, *self._waiting, return_exceptions=True)
@@ -186,7 +194,8 @@ class Dispatcher:
                 continue
             for entry in entries:
                 self._enqueue(entry)
-            if len(entries) < min(room, self.batch):
+            self._caught_up = len(entries) < min(room, self.batch)
+            if self._caught_up:
                 if self._held == 0:
                     self._idle.set()
                 await self.inbox.wait_for_work(self.poll_interval)
@@ -200,15 +209,26 @@ class Dispatcher:
                 except InboxError as exc:
                     log.error("cannot renew claims: %s", exc)
 
+    def _take(self, entries: list[Entry]) -> None:
+        # Entries the inbox claimed for us as they were appended (see `Inbox.attach`).
+        for entry in entries:
+            self._enqueue(entry)
+
     def _enqueue(self, entry: Entry) -> None:
         self._held += 1
         lane_key: object = entry.device if entry.device is not None else ("entry", entry.id)
         lane = self._lanes.get(lane_key)
-        if lane is not None:
-            lane.append(entry)
-        else:
+        if lane is None:
             self._lanes[lane_key] = deque((entry,))
             self._ready.put_nowait(lane_key)
+        elif lane[-1].id < entry.id:
+            lane.append(entry)
+        else:  # claimed and handed over in the same commit: keep the lane in id order
+            at = next(i for i, queued in enumerate(lane) if queued.id > entry.id)
+            if at == 0 and lane[0].id in self._tried:
+                log.warning("entry %d arrived after a later entry of its device began", entry.id)
+                at = 1
+            lane.insert(at, entry)
 
     async def _work(self) -> None:
         while not self._stopping:
@@ -229,6 +249,8 @@ class Dispatcher:
             self._tried.discard(lane.popleft().id)
             self._held -= 1
             self._room.set()
+            if self._held == 0 and self._caught_up:
+                self._idle.set()
             if lane:
                 self._ready.put_nowait(lane_key)
             else:

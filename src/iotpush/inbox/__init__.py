@@ -208,6 +208,22 @@ class Inbox(abc.ABC):
         count as an attempt.
         """
 
+    def attach(  # noqa: B027 - optional: a backend may ignore it
+        self,
+        owner: str | None,
+        *,
+        lease: float = 60.0,
+        on_claimed: Callable[[list[Entry]], None] | None = None,
+        has_room: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Let ``owner`` claim new entries as they are appended (``None`` detaches).
+
+        While ``has_room()``, an appended entry whose device has no earlier entry waiting or
+        held by another owner is committed already claimed by ``owner`` (one attempt counted)
+        and passed to ``on_claimed`` once committed, sparing a claim round trip. Backends may
+        ignore this: their entries then wait for `claim`, with the same guarantees.
+        """
+
     async def wait_for_work(self, timeout: float) -> None:
         """Return when new entries may be due, or after ``timeout`` seconds."""
         import asyncio

@@ -24,6 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -83,12 +84,20 @@ COLUMNS = (
 )
 
 INSERT = """
-INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, state, due_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)
+INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at,
+    state, owner, lease_until, attempts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedupe) DO UPDATE
     SET duplicates = duplicates + 1, last_duplicate_at = excluded.received_at
     WHERE inbox.key = excluded.key AND inbox.received_at >= ?
 RETURNING id, duplicates
+"""
+
+# A new entry may go straight to the attached owner unless an earlier entry of its device is
+# waiting in the inbox or held by another owner (the same rule as CLAIM).
+BLOCKED = """
+SELECT 1 FROM inbox WHERE device = ? AND state IN ('pending', 'claimed')
+    AND (state = 'pending' OR owner <> ?) LIMIT 1
 """
 
 # An entry is claimable unless an earlier entry of its device is held by another owner or is
@@ -141,6 +150,14 @@ def _where(sel: Selection) -> tuple[str, list[Any]]:
     return " AND ".join(clauses) or "1", params
 
 
+@dataclass(frozen=True, slots=True)
+class _Hot:
+    owner: str
+    lease: float
+    on_claimed: Callable[[list[Entry]], None]
+    has_room: Callable[[], bool]
+
+
 class _Op:
     __slots__ = ("fn", "future", "wakes")
 
@@ -188,6 +205,8 @@ class SQLiteInbox(Inbox):
         self.exclusive = exclusive
         self.max_batch = max_batch
         self._conn: sqlite3.Connection | None = None
+        self._hot: _Hot | None = None
+        self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._committer: ThreadPoolExecutor | None = None
@@ -309,6 +328,7 @@ class SQLiteInbox(Inbox):
         assert conn is not None
         loop = asyncio.get_running_loop()
         results: list[Any] = []
+        self._handed = []
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -344,6 +364,11 @@ class SQLiteInbox(Inbox):
                 wake = wake or op.wakes
         if wake and self._work is not None:
             self._work.set()
+        # Handed over after the futures above, so a claim committed in the same batch is queued
+        # by its owner before these entries can start (their lanes keep id order anyway).
+        handed, self._handed = self._handed, []
+        if handed and self._hot is not None:
+            self._hot.on_claimed(handed)
 
     def _begin_waiting(self, conn: sqlite3.Connection) -> None:
         # Another process (an operator command) holds the lock: wait for it, up to the bound.
@@ -370,20 +395,51 @@ class SQLiteInbox(Inbox):
 
     async def append(self, item: Incoming) -> Accepted:
         dedupe = _digest(item.slot)
-        row = (
+        headers = _json_encode(item.headers).decode()
+        cutoff = item.received_at - self.dedupe_window
+        pending = (
             item.received_at, item.type, item.device, item.key, dedupe, item.path, item.body,
-            _json_encode(item.headers).decode(), item.received_at,
-            item.received_at - self.dedupe_window,
+            headers, item.received_at, "pending", None, None, 0, cutoff,
         )  # fmt: skip
 
         def insert(conn: sqlite3.Connection) -> Accepted:
+            hot = self._hot
+            row: tuple[Any, ...] = pending
+            if (
+                hot is not None
+                and hot.has_room()
+                and (
+                    item.device is None
+                    or not conn.execute(BLOCKED, (item.device, hot.owner)).fetchone()
+                )
+            ):
+                row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 1, cutoff)
             found = conn.execute(INSERT, row).fetchone()
             if found is None:  # the slot's entry has another key, or is outside the window
                 conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
                 found = conn.execute(INSERT, row).fetchone()
-            return Accepted(found[0], duplicate=found[1] > 0)
+            duplicate = found[1] > 0
+            if row is not pending and not duplicate:
+                claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
+                                item.path, item.body, item.headers, "claimed", 1,
+                                item.received_at, row[10], row[11])  # fmt: skip
+                self._handed.append(claimed)
+            return Accepted(found[0], duplicate=duplicate)
 
         return await self._write(insert, wakes=True)
+
+    def attach(
+        self,
+        owner: str | None,
+        *,
+        lease: float = 60.0,
+        on_claimed: Callable[[list[Entry]], None] | None = None,
+        has_room: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if owner is None or on_claimed is None:
+            self._hot = None
+        else:
+            self._hot = _Hot(owner, lease, on_claimed, has_room)
 
     async def quarantine(self, rejection: Rejection) -> int:
         r = rejection
