@@ -201,6 +201,7 @@ class App:
             path,
             headers,
             received_at,
+            notification,
         )
         try:
             accepted = await self.inbox.append(item)

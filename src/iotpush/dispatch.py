@@ -27,20 +27,13 @@ from typing import Any
 
 from ._context import Delivery, set_delivery
 from .exceptions import HandlerTimeout, InboxError, NotificationError
-from .inbox import Entry, Inbox
-from .models import NBCommandStatusChanged, Notification, decode
+from .inbox import Entry, Inbox, decode_entry
+from .models import Notification
 from .receiver import Handler, Receiver
 
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger("iotpush.dispatch")
-
-_COMMAND_TYPE = NBCommandStatusChanged.notify_type
-
-
-def decode_entry(entry: Entry) -> Notification:
-    """The typed notification an entry holds."""
-    return decode(entry.body, "command" if entry.type == _COMMAND_TYPE else "notify")
 
 
 class Dispatcher:

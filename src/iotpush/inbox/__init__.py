@@ -17,8 +17,15 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ..models import Notification
+
+T = TypeVar("T")
 
 __all__ = [
     "Accepted",
@@ -29,6 +36,7 @@ __all__ = [
     "Rejection",
     "Selection",
     "State",
+    "decode_entry",
     "open_inbox",
 ]
 
@@ -55,6 +63,8 @@ class Incoming:
     path: str
     headers: dict[str, str]
     received_at: float
+    notification: Notification | None = field(default=None, compare=False, repr=False)
+    """The decoded body, when the caller has it: the inbox feeds it to the trackers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,19 @@ class Entry:
     last_error: str | None = None
     duplicates: int = 0
     last_duplicate_at: float | None = None
+
+
+def decode_entry(entry: Entry) -> Notification:
+    """The typed notification an entry holds.
+
+    Raises:
+        NotificationError: The stored body does not decode (a model changed since).
+    """
+    from ..models import NBCommandStatusChanged, decode
+
+    return decode(
+        entry.body, "command" if entry.type == NBCommandStatusChanged.notify_type else "notify"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +252,20 @@ class Inbox(abc.ABC):
         import asyncio
 
         await asyncio.sleep(timeout)
+
+    # tracker state ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(db)`` in a write transaction of the store (group-committed with the rest).
+
+        ``db`` has the ``sqlite3.Connection`` interface (``execute`` with ``?`` placeholders);
+        `iotpush.trackers` functions run on it.
+        """
+
+    @abc.abstractmethod
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(db)`` on a read connection; it sees every committed transaction."""
 
     # operator -----------------------------------------------------------------------------
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from .. import trackers
 from ..exceptions import EntryNotFound
 from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
 
 __all__ = ["MemoryInbox"]
+
+T = TypeVar("T")
 
 _Record = TypeVar("_Record", Entry, Rejection)
 
@@ -42,6 +46,9 @@ class MemoryInbox(Inbox):
         self._next_id = 1
         self._next_quarantine_id = 1
         self._work = asyncio.Event()
+        # Tracker tables live in an in-memory SQLite database: the trackers speak SQL.
+        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._db.executescript(trackers.SCHEMA)
 
     async def append(self, item: Incoming) -> Accepted:
         existing = self._entries.get(self._slots.get(item.slot, 0))
@@ -68,6 +75,9 @@ class MemoryInbox(Inbox):
         self._next_id += 1
         self._entries[entry.id] = entry
         self._slots[item.slot] = entry.id
+        notification = item.notification
+        if notification is not None and notification.notify_type in trackers.TRACKED_TYPES:
+            trackers.apply_all(self._db, entry.id, item.received_at, notification)
         self._work.set()
         return Accepted(entry.id, duplicate=False)
 
@@ -144,6 +154,19 @@ class MemoryInbox(Inbox):
         if held:
             self._work.set()
         return len(held)
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._db.execute("BEGIN")
+        try:
+            result = fn(self._db)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return result
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._db)
 
     async def wait_for_work(self, timeout: float) -> None:
         try:

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from .. import trackers
 from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
 from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
 
@@ -258,6 +259,7 @@ class SQLiteInbox(Inbox):
             conn = self._connect()
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
+            conn.executescript(trackers.SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             if self.exclusive:  # no other server can hold claims: the last one died or stopped
                 conn.execute(
@@ -419,6 +421,8 @@ class SQLiteInbox(Inbox):
                 conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
                 found = conn.execute(INSERT, row).fetchone()
             duplicate = found[1] > 0
+            if not duplicate and item.notification is not None:
+                self._track(conn, found[0], item)
             if row is not pending and not duplicate:
                 claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 1,
@@ -427,6 +431,27 @@ class SQLiteInbox(Inbox):
             return Accepted(found[0], duplicate=duplicate)
 
         return await self._write(insert, wakes=True)
+
+    def _track(self, conn: sqlite3.Connection, id: int, item: Incoming) -> None:
+        # In the transaction that keeps the entry, so tracker state is as durable as the 200.
+        # A tracker that fails must not cost the notification: its changes alone roll back, it
+        # is logged, and `Tracking.rebuild` can apply the entry again.
+        notification = item.notification
+        if notification is None or notification.notify_type not in trackers.TRACKED_TYPES:
+            return
+        conn.execute("SAVEPOINT track")
+        try:
+            trackers.apply_all(conn, id, item.received_at, notification)
+        except Exception:
+            conn.execute("ROLLBACK TO track")
+            log.exception("tracking entry %d (%s) failed; it is kept all the same", id, item.type)
+        conn.execute("RELEASE track")
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._write(fn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._read(fn)
 
     def attach(
         self,

@@ -1,0 +1,116 @@
+"""Lifecycle trackers: state that survives late, duplicated and out-of-order notifications.
+
+Four trackers, each a module with its own tables and queries:
+
+- `commands`: each command's state machine (NB-IoT status, ``messageConfirm``, ``commandRsp``),
+  history and deadline watchdog;
+- `shadow`: whether desired properties were delivered to each device service;
+- `devices`: the device registry and the latest value of each reported property;
+- `upgrades`: software and firmware upgrade progress and results.
+
+They are pure, synchronous functions over a DB-API connection (`Database`; ``sqlite3`` in
+autocommit mode works) and never manage transactions: the caller runs `apply_all` inside the
+transaction that claims an inbox entry. Every tracker is idempotent by entry id (applying an entry
+again changes nothing), orders what it keeps by entry id or event time rather than by when it is
+applied, and so ``reset`` followed by applying every entry in id order rebuilds the same state.
+
+The SQL is portable (``ON CONFLICT`` upserts, ``BIGINT`` entry ids and ``DOUBLE PRECISION`` times,
+``?`` placeholders that another driver's backend translates).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..models import Notification
+from . import commands, devices, shadow, upgrades
+from ._common import Cursor, Database
+from .commands import (
+    CommandEvent,
+    CommandRecord,
+    expect,
+    find_commands,
+    get_command,
+    next_state,
+    normalise,
+    overdue,
+)
+from .devices import DataPoint, DeviceRecord, find_devices, get_device
+from .shadow import ShadowEvent, ShadowRecord, expect_shadow, get_shadow, shadow_history, unsynced
+from .upgrades import UpgradeEvent, UpgradeRecord, find_upgrades, get_upgrade
+
+__all__ = [
+    "RESET",
+    "SCHEMA",
+    "TRACKED_TYPES",
+    "CommandEvent",
+    "CommandRecord",
+    "Cursor",
+    "DataPoint",
+    "Database",
+    "DeviceRecord",
+    "ShadowEvent",
+    "ShadowRecord",
+    "UpgradeEvent",
+    "UpgradeRecord",
+    "apply_all",
+    "commands",
+    "devices",
+    "expect",
+    "expect_shadow",
+    "find_commands",
+    "find_devices",
+    "find_upgrades",
+    "get_command",
+    "get_device",
+    "get_shadow",
+    "get_upgrade",
+    "next_state",
+    "normalise",
+    "overdue",
+    "reset",
+    "shadow",
+    "shadow_history",
+    "unsynced",
+    "upgrades",
+]
+
+_TRACKERS: Final = (commands, shadow, devices, upgrades)
+
+SCHEMA: Final[str] = "".join(tracker.SCHEMA for tracker in _TRACKERS)
+"""Every tracker table and index (``CREATE ... IF NOT EXISTS``): run it as a script."""
+
+RESET: Final[tuple[str, ...]] = tuple(sql for tracker in _TRACKERS for sql in tracker.RESET)
+"""Statements that delete every tracker row derived from notifications, run one by one.
+
+Expectations (`expect`, `expect_shadow`) are the application's input, not derived from
+notifications: they stay, unconfirmed, and their command and shadow rows are seeded again.
+"""
+
+TRACKED_TYPES: Final[frozenset[str]] = frozenset(
+    cls.notify_type for tracker in _TRACKERS for cls in tracker.HANDLES
+)
+"""The ``notifyType`` values some tracker uses; entries of other types can be skipped."""
+
+
+def apply_all(db: Database, entry_id: int, received_at: float, notification: Notification) -> None:
+    """Apply one inbox entry to every tracker that uses its type; other types do nothing.
+
+    Runs in the caller's transaction. Safe to call again for the same entry (after a crash, or an
+    operator's replay), and for an older entry after newer ones.
+
+    Args:
+        db: The connection, inside the caller's transaction.
+        entry_id: The inbox entry id: the order notifications arrived in.
+        received_at: When the entry was received (Unix time).
+        notification: The entry's decoded notification.
+    """
+    for tracker in _TRACKERS:
+        if isinstance(notification, tracker.HANDLES):
+            tracker.apply(db, entry_id, received_at, notification)
+
+
+def reset(db: Database) -> None:
+    """Run `RESET`: delete every row derived from notifications, ready for a replay."""
+    for sql in RESET:
+        db.execute(sql, ())

@@ -1,0 +1,93 @@
+"""What the trackers share: the connection they need, JSON columns, and query fragments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+__all__ = ["Cursor", "Database", "dumps", "limit_sql", "loads", "page_sql", "upsert_sql"]
+
+MAX_LIMIT = 1000
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the trackers use."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Database(Protocol):
+    """The part of a DB-API connection the trackers use: `sqlite3.Connection` has it.
+
+    SQL uses ``?`` placeholders; a backend for another driver translates them.
+    """
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+def dumps(value: Any) -> str:
+    """Encode a JSON column, keys sorted: the same value always gives the same text."""
+    return _encode(value, order="sorted").decode()
+
+
+def loads(text: str | None) -> Any:
+    """Decode a JSON column; ``NULL`` is ``None``."""
+    return None if text is None else _decode(text)
+
+
+def limit_sql(limit: int | None, params: list[Any]) -> str:
+    """A ``LIMIT ?`` clause for ``limit`` (appended to ``params``), or none for ``None``.
+
+    Raises:
+        ValueError: ``limit`` is not between 1 and 1000.
+    """
+    if limit is None:
+        return ""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    params.append(limit)
+    return " LIMIT ?"
+
+
+# The two places SQL is put together from fragments. Every fragment is a constant of a tracker
+# module (table, column and clause text); values always travel as parameters.
+
+
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """``INSERT`` a whole row, replacing its non-key columns when the key exists."""
+    names, marks = ", ".join(columns), ", ".join("?" * len(columns))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}"  # noqa: S608
+
+
+def page_sql(
+    columns: str,
+    table: str,
+    alias: str,
+    clauses: Sequence[str],
+    order: Sequence[str],
+    limit: str,
+    join: str,
+    then: str,
+) -> str:
+    """Select ``columns`` from a page of ``table`` (as ``alias``) joined to its detail rows.
+
+    The page is the rows matching every clause, in ``order``, cut by ``limit`` (a `limit_sql`
+    clause); the result keeps that order, then ``then`` orders the joined rows of each.
+    """
+    where = " AND ".join(clauses) or "1 = 1"
+    outer = ", ".join(f"{alias}.{column}" for column in order)
+    page = f"SELECT * FROM {table} WHERE {where} ORDER BY {', '.join(order)}{limit}"  # noqa: S608
+    return f"SELECT {columns} FROM ({page}) AS {alias} {join} ORDER BY {outer}, {then}"  # noqa: S608

@@ -1,0 +1,247 @@
+"""What iotpush knows about commands, devices, shadows and upgrades, as Python calls.
+
+The trackers (`iotpush.trackers`) keep their state in the inbox's store, updated in the same
+transaction that persists each notification. `Tracking` reads it for handlers, scripts, the
+query API and the CLI::
+
+    tracking = Tracking(inbox)
+    await tracking.expect(command_id, device_id, timeout=300)   # after creating a command
+    record = await tracking.wait(command_id, timeout=60)         # its terminal state, or None
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from . import trackers
+from .exceptions import EntryNotFound
+from .inbox import Entry, Inbox, Selection, decode_entry
+from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
+
+__all__ = ["DeviceView", "Tracking"]
+
+log = logging.getLogger("iotpush.tracking")
+
+
+class DeviceView(msgspec.Struct, frozen=True, kw_only=True):
+    """A device with everything known about it: registry, latest data, shadow, commands."""
+
+    device: DeviceRecord
+    shadow: list[ShadowRecord]
+    commands: list[CommandRecord]
+
+
+class Tracking:
+    """Queries over the tracker state kept in ``inbox``'s store.
+
+    Args:
+        inbox: The store (opened by the caller).
+        clock: Unix time source (injected by tests: deadlines and overdue use it).
+        poll_interval: Seconds between looks at the store while `wait` waits.
+    """
+
+    def __init__(
+        self, inbox: Inbox, *, clock: Callable[[], float] = time.time, poll_interval: float = 0.2
+    ) -> None:
+        self.inbox = inbox
+        self.clock = clock
+        self.poll_interval = poll_interval
+
+    # commands -----------------------------------------------------------------------------
+
+    async def command(self, command_id: str) -> CommandRecord:
+        """One command with its history.
+
+        Raises:
+            EntryNotFound: No notification or expectation named it.
+        """
+        record = await self.inbox.read(lambda db: trackers.get_command(db, command_id))
+        if record is None:
+            raise EntryNotFound(f"no command {command_id}")
+        return record
+
+    async def commands(
+        self,
+        *,
+        device: str | None = None,
+        state: str | None = None,
+        overdue: bool = False,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[CommandRecord]:
+        """Commands by command id (page with ``after``), filtered by device, state, overdue."""
+        when = self.clock() if overdue else None
+        return await self.inbox.read(
+            lambda db: trackers.find_commands(db, device, state, when, limit, after)
+        )
+
+    async def expect(self, command_id: str, device_id: str, *, timeout: float) -> CommandRecord:
+        """Register a command the application just created: PENDING until the platform reports,
+        overdue if no terminal state arrives within ``timeout`` seconds."""
+        now = self.clock()
+        await self.inbox.transact(
+            lambda db: trackers.expect(db, command_id, device_id, now + timeout, now)
+        )
+        return await self.command(command_id)
+
+    async def wait(self, command_id: str, timeout: float) -> CommandRecord | None:
+        """Wait until the command reaches a terminal state; ``None`` if ``timeout`` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            record = await self.inbox.read(lambda db: trackers.get_command(db, command_id))
+            if record is not None and record.terminal:
+                return record
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(self.poll_interval, left))
+
+    async def overdue(self) -> list[CommandRecord]:
+        """Expected commands past their deadline without a terminal state."""
+        now = self.clock()
+        return await self.inbox.read(lambda db: trackers.overdue(db, now))
+
+    async def watch(
+        self,
+        on_overdue: Callable[[CommandRecord], Awaitable[None] | None] | None = None,
+        *,
+        interval: float = 5.0,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        """The watchdog: report each command once when it becomes overdue (logs a warning and
+        calls ``on_overdue``), checking every ``interval`` seconds, until cancelled."""
+        reported: set[str] = set()
+        while True:
+            try:
+                late = await self.overdue()
+            except Exception:  # the store may be busy: try again next round
+                log.exception("checking for overdue commands failed")
+                late = []
+            for record in late:
+                if record.command_id in reported:
+                    continue
+                reported.add(record.command_id)
+                log.warning(
+                    "command %s to %s is overdue: %s since %s, deadline passed",
+                    record.command_id, record.device_id, record.state, record.updated_at,
+                )  # fmt: skip
+                if on_overdue is not None:
+                    result = on_overdue(record)
+                    if result is not None:
+                        await result
+            reported &= {r.command_id for r in late}  # one that recovers may be reported again
+            await sleep(interval)
+
+    # devices, shadows, upgrades -----------------------------------------------------------
+
+    async def device(self, device_id: str) -> DeviceView:
+        """A device's registry record, latest data, shadow sync and commands.
+
+        Raises:
+            EntryNotFound: No notification named the device.
+        """
+
+        def read(db: Any) -> DeviceView | None:
+            record = trackers.get_device(db, device_id)
+            if record is None:
+                return None
+            return DeviceView(
+                device=record,
+                shadow=trackers.get_shadow(db, device_id),
+                commands=trackers.find_commands(db, device=device_id, limit=1000),
+            )
+
+        view = await self.inbox.read(read)
+        if view is None:
+            raise EntryNotFound(f"no device {device_id}")
+        return view
+
+    async def devices(
+        self,
+        *,
+        status: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[DeviceRecord]:
+        """Devices by id (page with ``after``), optionally by status, deleted ones on request."""
+        return await self.inbox.read(
+            lambda db: trackers.find_devices(db, status, include_deleted, limit, after)
+        )
+
+    async def expect_shadow(
+        self, device_id: str, service_id: str, properties: dict[str, Any]
+    ) -> list[ShadowRecord]:
+        """Record desired properties the application just set, so they count as unconfirmed
+        until a DELIVERED status carrying them arrives."""
+        now = self.clock()
+        await self.inbox.transact(
+            lambda db: trackers.expect_shadow(db, device_id, service_id, properties, now)
+        )
+        return await self.inbox.read(lambda db: trackers.get_shadow(db, device_id))
+
+    async def unsynced(self) -> list[ShadowRecord]:
+        """Device services whose last desired-property sync FAILED or is unconfirmed."""
+        return await self.inbox.read(trackers.unsynced)
+
+    async def upgrade(self, operation_id: str) -> list[UpgradeRecord]:
+        """Each device's progress in one upgrade operation.
+
+        Raises:
+            EntryNotFound: No notification named the operation.
+        """
+        records = await self.inbox.read(lambda db: trackers.get_upgrade(db, operation_id))
+        if not records:
+            raise EntryNotFound(f"no upgrade operation {operation_id}")
+        return records
+
+    async def upgrades(self, *, device: str | None = None, limit: int = 100) -> list[UpgradeRecord]:
+        """Upgrades, most recently updated first."""
+        return await self.inbox.read(lambda db: trackers.find_upgrades(db, device, limit))
+
+    # notifications ------------------------------------------------------------------------
+
+    async def notifications(
+        self,
+        *,
+        type: str | None = None,
+        device: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        after: int = 0,
+    ) -> list[Entry]:
+        """Received notifications in arrival order (page with ``after``, the last entry id)."""
+        selection = Selection(type=type, device=device, since=since)
+        return await self.inbox.find(selection, limit=limit, after=after)
+
+    async def rebuild(
+        self, *, batch: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Forget the tracker state and apply every kept entry again, in arrival order.
+
+        Returns how many entries were applied. Expectations stay (they are the application's).
+        """
+        await self.inbox.transact(trackers.reset)
+        applied, after = 0, 0
+        while True:
+            entries = await self.inbox.find(Selection(), limit=batch, after=after)
+            if not entries:
+                return applied
+            tracked = [e for e in entries if e.type in trackers.TRACKED_TYPES]
+
+            def apply(db: Any, tracked: list[Entry] = tracked) -> None:
+                for entry in tracked:
+                    trackers.apply_all(db, entry.id, entry.received_at, decode_entry(entry))
+
+            await self.inbox.transact(apply)
+            applied += len(tracked)
+            after = entries[-1].id
+            if progress is not None:
+                progress(applied)
