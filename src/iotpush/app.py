@@ -28,6 +28,7 @@ Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 Hook: TypeAlias = Callable[[], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_PATH: Final = "/v1.0.0/messageReceiver"
 DEFAULT_MAX_BODY: Final = 1024 * 1024
@@ -89,6 +90,7 @@ class App:
         max_body: The largest body accepted, in bytes (413 beyond).
         on_startup: Coroutines run at ASGI lifespan startup, after the inbox opened.
         on_shutdown: Coroutines run at lifespan shutdown, before the inbox closes.
+        api: The read-only query API, served under ``/api/`` and at ``/openapi.json``.
         clock: Returns the time in Unix seconds (injected by tests).
     """
 
@@ -101,6 +103,7 @@ class App:
         max_body: int = DEFAULT_MAX_BODY,
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
+        api: ASGIApp | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.inbox = inbox
@@ -109,6 +112,7 @@ class App:
         self.max_body = max_body
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
+        self.api = api
         self.clock = clock
         self.counters: Counter[str] = Counter()
         self.state: dict[str, Any] = {}
@@ -151,6 +155,9 @@ class App:
         if route is None:
             route = self._routes.get(path.rstrip("/")) if path != "/" else None
         if route is None:
+            if self.api is not None and (path.startswith("/api/") or path == "/openapi.json"):
+                await self.api(scope, receive, send)
+                return
             if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 await _respond(send, 200, {"status": "ok"})
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import importlib
@@ -19,6 +20,7 @@ from .exceptions import ReceiverLoadError
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, open_inbox
 from .models import Notification
 from .receiver import Receiver
+from .tracking import Tracking
 
 __all__ = ["Config", "create_app", "default_receiver", "load_receiver", "run"]
 
@@ -43,6 +45,7 @@ class Config:
     backoff: float = 1.0
     handler_timeout: float = 60.0
     busy_timeout: float = 5.0
+    watch_interval: float = 5.0
     log_level: str = "info"
     access_log: bool = False
 
@@ -127,15 +130,26 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         backoff=config.backoff,
         handler_timeout=config.handler_timeout,
     )
+    tracking = Tracking(inbox)
+    watchdog: list[asyncio.Task[None]] = []
+
+    async def start_watchdog() -> None:
+        watchdog.append(asyncio.create_task(tracking.watch(interval=config.watch_interval)))
+
+    async def stop_watchdog() -> None:
+        for task in watchdog:
+            task.cancel()
+        await asyncio.gather(*watchdog, return_exceptions=True)
+
     app = App(
         inbox,
         path=config.path,
         command_path=config.command_path,
         max_body=config.max_body,
-        on_startup=[dispatcher.start],
-        on_shutdown=[dispatcher.stop],
+        on_startup=[dispatcher.start, start_watchdog],
+        on_shutdown=[stop_watchdog, dispatcher.stop],
     )
-    app.state["dispatcher"] = dispatcher
+    app.state.update(dispatcher=dispatcher, tracking=tracking)
     return app
 
 
