@@ -207,3 +207,13 @@ def test_callbacks_are_the_sdk_names() -> None:
     assert m.DeviceModelDeleted.callback == "handleDeviceModelDeleted"
     assert m.SwUpgradeStateChangeNotify.callback == "handleSwUpgradeStateChanged"
     assert len({cls.callback for cls in m.NOTIFICATION_TYPES.values()}) == 22
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2015121T121212Z", "20151212 121212Z", "20151212T121212", "20151312T121212Z",
+     "20151212T12121xZ", "2015-12-12T12:12"],
+)  # fmt: skip
+def test_parse_time_rejects_what_is_not_a_platform_time(text: str) -> None:
+    with pytest.raises(ValueError):
+        m.parse_time(text)

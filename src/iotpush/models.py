@@ -62,8 +62,21 @@ _TIME_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 
 
 def parse_time(value: str) -> dt.datetime:
-    """Parse a platform time string (``20151212T121212Z``) into an aware UTC datetime."""
-    return dt.datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=dt.UTC)
+    """Parse a platform time string (``20151212T121212Z``) into an aware UTC datetime.
+
+    Raises:
+        ValueError: Not a platform time string.
+    """
+    # Sliced by hand: strptime costs ten times more, and trackers parse every data report.
+    if len(value) != 16 or value[8] != "T" or value[15] != "Z" or not value[:8].isdigit():
+        raise ValueError(f"time data {value!r} does not match format 'yyyyMMddTHHmmssZ'")
+    clock = value[9:15]
+    if not clock.isdigit():
+        raise ValueError(f"time data {value!r} does not match format 'yyyyMMddTHHmmssZ'")
+    return dt.datetime(
+        int(value[:4]), int(value[4:6]), int(value[6:8]),
+        int(clock[:2]), int(clock[2:4]), int(clock[4:]), tzinfo=dt.UTC,
+    )  # fmt: skip
 
 
 def format_time(value: dt.datetime) -> str:
