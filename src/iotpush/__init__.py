@@ -55,6 +55,7 @@ from .models import (
 )
 from .receiver import Handler, Receiver
 from .server import Config, create_app, run
+from .tracking import DeviceView, Tracking
 
 __version__ = "0.1.0"
 
@@ -82,6 +83,7 @@ __all__ = [
     "DeviceInfoChanged",
     "DeviceModelAdded",
     "DeviceModelDeleted",
+    "DeviceView",
     "Dispatcher",
     "Entry",
     "EntryNotFound",
@@ -112,6 +114,7 @@ __all__ = [
     "ServiceInfoChanged",
     "SwUpgradeResultNotify",
     "SwUpgradeStateChangeNotify",
+    "Tracking",
     "create_app",
     "current_delivery",
     "current_entry",

@@ -208,7 +208,6 @@ class App:
             path,
             headers,
             received_at,
-            notification,
         )
         try:
             accepted = await self.inbox.append(item)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,8 @@ from .exceptions import IotpushError
 from .inbox import STATES, Entry, Inbox, Selection
 from .models import NOTIFICATION_TYPES
 from .server import DEFAULT_STORE, Config, open_store, run
+from .trackers import CommandRecord, DeviceRecord
+from .tracking import DeviceView, Tracking
 
 T = TypeVar("T")
 
@@ -42,6 +44,14 @@ def _inbox_call(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except IotpushError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _tracking_call(store: str, fn: Callable[[Tracking], Awaitable[T]]) -> T:
+    return _inbox_call(store, lambda inbox: fn(Tracking(inbox)))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+LIMIT = click.IntRange(1, 1000)
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
@@ -108,6 +118,9 @@ def main() -> None:
     "--handler-timeout", default="60s", type=DURATION, help="Time limit of one handler call."
 )
 @click.option(
+    "--watch-interval", default="5s", type=DURATION, help="How often to look for overdue commands."
+)
+@click.option(
     "--log-level",
     default="info",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -149,12 +162,15 @@ def send(
 
     if kind in NOTIFICATION_TYPES or kind == "mix":
         kinds = list(NOTIFICATION_TYPES) if kind == "mix" else [kind]
-        overrides: dict[str, Any] = {} if device is None else {"device_id": device}
 
         def make(i: int) -> Any:
             chosen = kinds[i % len(kinds)]
-            has_device = "device_id" in NOTIFICATION_TYPES[chosen].__struct_fields__
-            return testing.build(chosen, **(overrides if has_device else {}))
+            fields = NOTIFICATION_TYPES[chosen].__struct_fields__
+            # One device: directly connected, so its gateway is itself (as in the spec examples).
+            overrides: dict[str, Any] = {
+                name: device for name in ("device_id", "gateway_id") if device and name in fields
+            }
+            return testing.build(chosen, **overrides)
 
         bodies: Any = make
     elif Path(kind).is_file():
@@ -323,6 +339,159 @@ def inbox_purge(before: float, store: str) -> None:
 
     count = _inbox_call(store, lambda inbox: inbox.purge(before, progress=progress))
     click.echo(f"\rpurged {count} records received before {format_ts(before)}")
+
+
+def _output(value: Any, as_json: bool, lines: Callable[[], Iterable[str]]) -> None:
+    """Print ``value`` as indented JSON, or the plain text lines that describe it."""
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+    else:
+        for line in lines():
+            click.echo(line)
+
+
+def _compact(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _command_lines(records: list[CommandRecord]) -> list[str]:
+    now, width = time.time(), max((len(r.command_id) for r in records), default=0)
+    return [
+        f"{r.command_id:<{width}}  {r.state or '-':<10} {format_ts(r.updated_at)}  "
+        f"{r.device_id or '-'}{'  OVERDUE' if r.overdue(now) else ''}"
+        for r in records
+    ]
+
+
+def _command_text(r: CommandRecord) -> Iterator[str]:
+    yield f"command: {r.command_id}\ndevice: {r.device_id or '-'}"
+    yield f"state: {r.state or '-'}{' (final)' if r.terminal else ''}"
+    yield f"state since: {format_ts(r.state_at)}\ndetail: {_compact(r.detail)}"
+    overdue = " (overdue)" if r.overdue(time.time()) else ""
+    yield f"expected: {format_ts(r.expected_at)}\ndeadline: {format_ts(r.deadline)}{overdue}"
+    yield f"first seen: {format_ts(r.created_at)}\nlast update: {format_ts(r.updated_at)}"
+    yield f"history ({len(r.history)}):"
+    for e in r.history:
+        note = "" if e.applied else "  (not applied: late or unknown)"
+        yield (
+            f"  {e.entry_id:>6}  {format_ts(e.received_at)}  {e.source:<22} {e.code or '-':<10} "
+            f"{_compact(e.detail)}{note}"
+        )
+
+
+@main.group()
+def commands() -> None:
+    """Commands sent to devices: their state, history and deadline, as the trackers know them."""
+
+
+@commands.command("show")
+@click.argument("id")
+@store_option
+@json_option
+def commands_show(id: str, store: str, as_json: bool) -> None:
+    """Show one command: its state, the detail that came with it, deadline and history."""
+    record = _tracking_call(store, lambda tracking: tracking.command(id))
+    _output(record, as_json, lambda: _command_text(record))
+
+
+@commands.command("ls")
+@store_option
+@click.option("--device", default=None, help="Only this device's commands.")
+@click.option("--state", default=None, help="Only commands in this state (SUCCESSFUL, FAILED...).")
+@click.option("--overdue", is_flag=True, help="Only commands past their deadline, not finished.")
+@click.option("--limit", default=50, type=LIMIT)
+@click.option("--after", default=None, help="Only commands whose id sorts after this one.")
+@json_option
+def commands_ls(store: str, device: str | None, state: str | None, overdue: bool, limit: int,
+                after: str | None, as_json: bool) -> None:  # fmt: skip
+    """List commands by id: id, state, last update, device."""
+    records = _tracking_call(
+        store,
+        lambda t: t.commands(device=device, state=state, overdue=overdue, limit=limit, after=after),
+    )
+    _output(records, as_json, lambda: _command_lines(records) or ["no commands match"])
+
+
+def _device_line(r: DeviceRecord) -> str:
+    deleted = f"  deleted {format_ts(r.deleted_at)}" if r.deleted_at is not None else ""
+    status, node = r.status or "-", r.node_type or "-"
+    return f"{r.device_id}  {status:<9} {node:<9} {format_ts(r.updated_at)}{deleted}"
+
+
+def _device_text(view: DeviceView) -> Iterator[str]:
+    d = view.device
+    yield f"device: {d.device_id}\nstatus: {d.status or '-'}\nnode type: {d.node_type or '-'}"
+    yield f"gateway: {d.gateway_id or '-'}\nbind result: {d.bind_result or '-'}"
+    yield f"first seen: {format_ts(d.created_at)}\nlast update: {format_ts(d.updated_at)}"
+    if d.deleted_at is not None:
+        yield f"deleted: {format_ts(d.deleted_at)}"
+    yield "info:" + ("" if d.info else " -")
+    for name, value in sorted(d.info.items()):
+        yield f"  {name}: {value if isinstance(value, str) else _compact(value)}"
+    yield "data:" + ("" if d.data else " -")
+    for service, points in d.data.items():
+        for name, p in points.items():
+            yield f"  {service}.{name} = {_compact(p.value)}  (event {format_ts(p.event_ts)})"
+    yield "shadow:" + ("" if view.shadow else " -")
+    for s in view.shadow:
+        sync = "synced" if s.synced else "PENDING" if s.pending else "NOT SYNCED"
+        yield f"  {s.service_id}: {s.status or '-'}, {sync}  {_compact(s.properties)}"
+    yield "commands:" + ("" if view.commands else " -")
+    yield from ("  " + line for line in _command_lines(view.commands))
+
+
+@main.group()
+def devices() -> None:
+    """Devices: registry information, latest data, shadow sync and commands."""
+
+
+@devices.command("ls")
+@store_option
+@click.option("--status", default=None, help="Only devices with this status (ONLINE, OFFLINE...).")
+@click.option("--deleted", is_flag=True, help="Include deleted devices.")
+@click.option("--limit", default=50, type=LIMIT)
+@click.option("--after", default=None, help="Only devices whose id sorts after this one.")
+@json_option
+def devices_ls(store: str, status: str | None, deleted: bool, limit: int, after: str | None,
+               as_json: bool) -> None:  # fmt: skip
+    """List devices by id: id, status, node type, last update."""
+    records = _tracking_call(
+        store,
+        lambda t: t.devices(status=status, include_deleted=deleted, limit=limit, after=after),
+    )
+    _output(records, as_json, lambda: [_device_line(r) for r in records] or ["no devices match"])
+
+
+@devices.command("show")
+@click.argument("id")
+@store_option
+@json_option
+def devices_show(id: str, store: str, as_json: bool) -> None:
+    """Show one device: info, latest data per property, shadow sync and commands."""
+    view = _tracking_call(store, lambda tracking: tracking.device(id))
+    _output(view, as_json, lambda: _device_text(view))
+
+
+@main.group()
+def trackers() -> None:
+    """The tracker state derived from the kept notifications."""
+
+
+@trackers.command("rebuild")
+@store_option
+@click.option("--batch", default=1000, type=click.IntRange(1, 100_000), help="Entries per step.")
+def trackers_rebuild(store: str, batch: int) -> None:
+    """Forget the tracker state and apply every kept notification again, in arrival order.
+
+    Expectations the application registered (expected commands, desired properties) stay.
+    """
+
+    def progress(applied: int) -> None:
+        click.echo(f"\rapplied {applied} notifications...", nl=False, err=True)
+
+    count = _tracking_call(store, lambda t: t.rebuild(batch=batch, progress=progress))
+    click.echo(err=True)
+    click.echo(f"rebuilt the trackers from {count} notifications")
 
 
 if __name__ == "__main__":  # pragma: no cover

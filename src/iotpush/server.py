@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._context import current_entry
+from .api import QueryAPI
 from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, App
 from .dispatch import Dispatcher
 from .exceptions import ReceiverLoadError
@@ -148,6 +149,7 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         max_body=config.max_body,
         on_startup=[dispatcher.start, start_watchdog],
         on_shutdown=[stop_watchdog, dispatcher.stop],
+        api=QueryAPI(tracking),
     )
     app.state.update(dispatcher=dispatcher, tracking=tracking)
     return app

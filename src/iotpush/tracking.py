@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from . import trackers
-from .exceptions import EntryNotFound
+from .exceptions import EntryNotFound, NotificationError
 from .inbox import Entry, Inbox, Selection, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
 
@@ -227,6 +227,7 @@ class Tracking:
         """Forget the tracker state and apply every kept entry again, in arrival order.
 
         Returns how many entries were applied. Expectations stay (they are the application's).
+        An entry whose body no longer decodes (a model changed since) is logged and skipped.
         """
         await self.inbox.transact(trackers.reset)
         applied, after = 0, 0
@@ -236,12 +237,19 @@ class Tracking:
                 return applied
             tracked = [e for e in entries if e.type in trackers.TRACKED_TYPES]
 
-            def apply(db: Any, tracked: list[Entry] = tracked) -> None:
+            def apply(db: Any, tracked: list[Entry] = tracked) -> int:
+                done = 0
                 for entry in tracked:
-                    trackers.apply_all(db, entry.id, entry.received_at, decode_entry(entry))
+                    try:
+                        notification = decode_entry(entry)
+                    except NotificationError as exc:  # as live: the entry is kept, not tracked
+                        log.warning("rebuild skips entry %d (%s): %s", entry.id, entry.type, exc)
+                        continue
+                    trackers.apply_all(db, entry.id, entry.received_at, notification)
+                    done += 1
+                return done
 
-            await self.inbox.transact(apply)
-            applied += len(tracked)
+            applied += await self.inbox.transact(apply)
             after = entries[-1].id
             if progress is not None:
                 progress(applied)

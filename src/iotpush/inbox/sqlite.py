@@ -32,7 +32,6 @@ import msgspec
 
 from .. import trackers
 from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
-from ..models import Notification
 from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
 
 __all__ = ["SQLiteInbox"]
@@ -209,7 +208,6 @@ class SQLiteInbox(Inbox):
         self._conn: sqlite3.Connection | None = None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
-        self._tracked: list[tuple[int, float, Notification]] = []  # new in that transaction
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._committer: ThreadPoolExecutor | None = None
@@ -333,7 +331,6 @@ class SQLiteInbox(Inbox):
         loop = asyncio.get_running_loop()
         results: list[Any] = []
         self._handed = []
-        self._tracked = []
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -348,8 +345,6 @@ class SQLiteInbox(Inbox):
                     raise
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
                     results.append(exc)
-            if self._tracked:
-                self._track(conn)
             await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
         except sqlite3.Error as exc:
             self._recover(conn)
@@ -426,13 +421,6 @@ class SQLiteInbox(Inbox):
                 conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
                 found = conn.execute(INSERT, row).fetchone()
             duplicate = found[1] > 0
-            notification = item.notification
-            if (
-                not duplicate
-                and notification is not None
-                and notification.notify_type in trackers.TRACKED_TYPES
-            ):
-                self._tracked.append((found[0], item.received_at, notification))
             if row is not pending and not duplicate:
                 claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 1,
@@ -442,29 +430,21 @@ class SQLiteInbox(Inbox):
 
         return await self._write(insert, wakes=True)
 
-    def _track(self, conn: sqlite3.Connection) -> None:
-        # In the transaction that keeps the entries, so tracker state is as durable as the 200.
-        # A tracker that fails must not cost a notification: its changes alone roll back, it is
-        # logged, and `Tracking.rebuild` can apply the entry again.
-        tracked, self._tracked = self._tracked, []
-        conn.execute("SAVEPOINT track")
-        try:
-            for id, received_at, notification in tracked:
-                trackers.apply_all(conn, id, received_at, notification)
-        except Exception:  # noqa: BLE001 - the slow path below finds and logs the culprit
-            conn.execute("ROLLBACK TO track")
-            for id, received_at, notification in tracked:  # again, one by one
-                conn.execute("SAVEPOINT one")
-                try:
-                    trackers.apply_all(conn, id, received_at, notification)
-                except Exception:
-                    conn.execute("ROLLBACK TO one")
-                    log.exception("tracking entry %d failed; the entry is kept all the same", id)
-                conn.execute("RELEASE one")
-        conn.execute("RELEASE track")
-
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._write(fn)
+        def guarded(conn: sqlite3.Connection) -> T:
+            # Its own savepoint: a function that fails halfway leaves nothing behind, while the
+            # other writes of the same transaction still commit.
+            conn.execute("SAVEPOINT transact")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK TO transact")
+                conn.execute("RELEASE transact")
+                raise
+            conn.execute("RELEASE transact")
+            return result
+
+        return await self._write(guarded)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._read(fn)
