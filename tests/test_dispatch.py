@@ -27,7 +27,6 @@ from iotpush import (
     Selection,
     current_entry,
     legacy,
-    trackers,
 )
 from iotpush.idempotency import key_and_slot
 from iotpush.inbox import Incoming
@@ -79,6 +78,7 @@ def incoming(body: bytes) -> Incoming:
         path=f"{RECEIVE}/cmd" if command else RECEIVE,
         headers={"content-type": "application/json"},
         received_at=time.time(),
+        notification=notification,
     )
 
 
@@ -709,7 +709,7 @@ def test_dispatcher_given_back_entries_are_delivered_in_order_by_the_next_dispat
 # --- tracking ----------------------------------------------------------------------------------
 
 
-def test_dispatcher_tracks_entries_before_handlers_run(new_inbox: Callable[[], Inbox]) -> None:
+def test_dispatcher_handlers_see_tracker_state_with_their_own_notification(new_inbox: Callable[[], Inbox]) -> None:
     seen: list[Any] = []
 
     async def scenario() -> None:
@@ -728,38 +728,3 @@ def test_dispatcher_tracks_entries_before_handlers_run(new_inbox: Callable[[], I
 
     run(scenario())
     assert seen == [True, True]  # each handler sees state that includes its own notification
-
-
-def test_dispatcher_tracking_failure_retries_the_entry_alone_and_others_go_on(
-    new_inbox: Callable[[], Inbox], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = trackers.apply_all
-    broken = {"c-bad"}
-
-    def flaky(db: Any, entry_id: int, received_at: float, n: Any) -> None:
-        real(db, entry_id, received_at, n)
-        if getattr(n, "command_id", None) in broken:
-            raise RuntimeError("tracker bug")
-
-    monkeypatch.setattr(trackers, "apply_all", flaky)
-    delivered: list[str] = []
-
-    async def scenario() -> tuple[Any, Any, Entry]:
-        async with new_inbox() as inbox:
-            receiver = Receiver()
-            receiver.on("nbCommandStatusChanged")(lambda n: delivered.append(n.command_id))
-            sleeps: list[float] = []
-            async with dispatching(inbox, receiver, sleep=recorded(sleeps), max_attempts=2):
-                ids = await append(inbox, nb_body("c-ok", "SENT"), nb_body("c-bad", "SENT"))
-                await count_in(inbox, "done", 1)
-                await count_in(inbox, "dead", 1)
-            tracking = Tracking(inbox)
-            ok = await tracking.command("c-ok")
-            bad = await inbox.read(lambda db: trackers.get_command(db, "c-bad"))
-            return ok, bad, await inbox.get(ids[1])
-
-    ok, bad, dead = run(scenario())
-    assert delivered == ["c-ok"]  # the entry that cannot be tracked never reaches handlers
-    assert ok.state == "SENT"
-    assert bad is None  # its half-applied tracking rolled back
-    assert "tracker bug" in (dead.last_error or "")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from iotpush.exceptions import ConfigError, InboxUnavailable
-from iotpush.inbox import Accepted, Entry, Selection, open_inbox
+from iotpush.inbox import Accepted, Entry, Incoming, Selection, open_inbox
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
 from tests.conftest import run
-from tests.test_inbox_contract import LEASE, FakeClock, incoming
+from tests.test_inbox_contract import LEASE, RECEIVE, FakeClock, incoming
 
 
 @pytest.fixture
@@ -338,3 +338,43 @@ def test_sqlite_transact_failing_function_leaves_nothing_and_others_commit(
     (failed, ok), rows = run(scenario())
     assert isinstance(failed, RuntimeError) and ok == "ok"
     assert rows == [("c-ok",)]
+
+
+def test_sqlite_tracker_failure_keeps_the_entry_and_the_other_entries_state(
+    db_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from iotpush import testing, trackers
+    from iotpush.idempotency import key_and_slot
+
+    real_apply = trackers.apply_all
+
+    def flaky(db: Any, entry_id: int, received_at: float, notification: Any) -> None:
+        real_apply(db, entry_id, received_at, notification)
+        if notification.device_id == "broken":
+            raise RuntimeError("tracker bug")
+
+    monkeypatch.setattr(trackers, "apply_all", flaky)
+
+    def item(device: str) -> Incoming:
+        n = testing.build("deviceDataChanged", device_id=device, seed=len(device))
+        key, slot = key_and_slot(n)
+        return Incoming(n.raw, n.notify_type, device, key, slot, RECEIVE, {}, clock.now, n)
+
+    async def scenario() -> list[Any]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            results = await asyncio.gather(
+                *(inbox.append(item(d)) for d in ("ok1", "broken", "ok2"))
+            )
+            assert all(not r.duplicate for r in results)
+            assert len(await inbox.find(Selection())) == 3
+            return await inbox.read(
+                lambda db: [trackers.get_device(db, d) for d in ("ok1", "broken", "ok2")]
+            )
+
+    ok1, broken, ok2 = run(scenario())
+    assert ok1 is not None and ok2 is not None
+    assert broken is None  # its tracker changes alone were rolled back
+    assert "tracking entry 2 failed" in caplog.text

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from iotpush import EntryNotFound, Notification, decode, open_inbox, testing
 from iotpush.idempotency import key_and_slot
 from iotpush.inbox import Inbox, Incoming
-from iotpush.trackers import TRACKED_TYPES, CommandRecord, apply_entries
+from iotpush.trackers import TRACKED_TYPES, CommandRecord
 from iotpush.tracking import Tracking
 from tests.conftest import run
 
@@ -40,15 +40,12 @@ def incoming(n: Notification, received_at: float) -> Incoming:
     decoded = decode(body, "command" if n.notify_type == "nbCommandStatusChanged" else "notify")
     key, slot = key_and_slot(decoded)
     path = testing.path_for(n)
-    return Incoming(body, n.notify_type, n.device, key, slot, path, {}, received_at)
+    return Incoming(body, n.notify_type, n.device, key, slot, path, {}, received_at, decoded)
 
 
 async def receive(inbox: Inbox, n: Notification, received_at: float) -> None:
-    """Persist a push as the app does, then track it as the dispatcher does when it claims it."""
-    accepted = await inbox.append(incoming(n, received_at))
-    if not accepted.duplicate:
-        entry = await inbox.get(accepted.id)
-        await inbox.transact(lambda db: apply_entries(db, [entry]))
+    """Persist a push as the app does (the inbox tracks it in the same transaction)."""
+    await inbox.append(incoming(n, received_at))
 
 
 def nb(command_id: str, device_id: str, code: str) -> Notification:

@@ -208,6 +208,7 @@ class App:
             path,
             headers,
             received_at,
+            notification,
         )
         try:
             accepted = await self.inbox.append(item)

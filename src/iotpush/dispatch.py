@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import trackers
 from ._context import Delivery, set_delivery
 from .exceptions import HandlerTimeout, InboxError, NotificationError
 from .inbox import Entry, Inbox, decode_entry
@@ -105,9 +104,6 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._caught_up = False  # the last claim found less than it asked for
-        self._admitting = 0  # handed over by the inbox, being tracked before they queue
-        self._admissions: set[asyncio.Task[None]] = set()
-        self._untracked: set[int] = set()  # held entries whose batch tracking failed
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -127,14 +123,13 @@ class Dispatcher:
             self.owner,
             lease=self.lease,
             on_claimed=self._take,
-            has_room=lambda: self._held + self._admitting < self.max_held,
+            has_room=lambda: self._held < self.max_held,
         )
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, finish deliveries under way (``grace`` s at most), give back the rest."""
         self._stopping = True
         self.inbox.attach(None)
-        await asyncio.gather(*self._admissions, return_exceptions=True)  # they queue, then stop
         for task in (*self._tasks, *self._waiting):  # idle workers, lanes waiting to retry
             task.cancel()
         await asyncio.gather(*self._tasks, *self._waiting, return_exceptions=True)
@@ -190,7 +185,8 @@ class Dispatcher:
                 log.exception("claiming work from the inbox failed")
                 await asyncio.sleep(self.poll_interval)
                 continue
-            await self._admit(entries)
+            for entry in entries:
+                self._enqueue(entry)
             self._caught_up = len(entries) < min(room, self.batch)
             if self._caught_up:
                 if self._held == 0:
@@ -208,32 +204,6 @@ class Dispatcher:
 
     def _take(self, entries: list[Entry]) -> None:
         # Entries the inbox claimed for us as they were appended (see `Inbox.attach`).
-        self._admitting += len(entries)
-        task = asyncio.create_task(self._admit(entries, counted=True))
-        self._admissions.add(task)
-        task.add_done_callback(self._admissions.discard)
-
-    async def _admit(self, entries: list[Entry], *, counted: bool = False) -> None:
-        """Feed claimed entries to the trackers (one transaction for all), then queue them.
-
-        Tracking comes first and does not depend on handlers: a command's FAILED is tracked even
-        if the application's handler for it keeps failing. It is idempotent by entry id, so an
-        entry delivered again is not counted twice. Where the transaction fails, each entry's
-        delivery attempt tracks it first, and fails (to be retried) if that fails again.
-        """
-        try:
-            tracked = [e for e in entries if e.type in trackers.TRACKED_TYPES]
-            if tracked:
-                try:
-                    await self.inbox.transact(lambda db: trackers.apply_entries(db, tracked))
-                except Exception:
-                    log.exception(
-                        "tracking %d entries failed; each will be tried alone", len(tracked)
-                    )
-                    self._untracked.update(e.id for e in tracked)
-        finally:
-            if counted:
-                self._admitting -= len(entries)
         for entry in entries:
             self._enqueue(entry)
 
@@ -301,9 +271,6 @@ class Dispatcher:
         self._tried.add(entry.id)
         set_delivery(Delivery(entry, notification))
         try:
-            if entry.id in self._untracked:
-                await self.inbox.transact(lambda db: trackers.apply_entries(db, [entry]))
-                self._untracked.discard(entry.id)
             for handler in self.receiver.handlers_for(entry.type):
                 await self._call(handler, notification)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried

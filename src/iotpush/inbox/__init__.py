@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class Incoming:
     path: str
     headers: dict[str, str]
     received_at: float
+    notification: Notification | None = field(default=None, compare=False, repr=False)
+    """The decoded body, when the caller has it: the inbox feeds it to the trackers."""
 
 
 @dataclass(frozen=True, slots=True)

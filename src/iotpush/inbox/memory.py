@@ -75,6 +75,9 @@ class MemoryInbox(Inbox):
         self._next_id += 1
         self._entries[entry.id] = entry
         self._slots[item.slot] = entry.id
+        notification = item.notification
+        if notification is not None and notification.notify_type in trackers.TRACKED_TYPES:
+            trackers.apply_all(self._db, entry.id, item.received_at, notification)
         self._work.set()
         return Accepted(entry.id, duplicate=False)
 

@@ -32,6 +32,7 @@ import msgspec
 
 from .. import trackers
 from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
+from ..models import Notification
 from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
 
 __all__ = ["SQLiteInbox"]
@@ -208,6 +209,7 @@ class SQLiteInbox(Inbox):
         self._conn: sqlite3.Connection | None = None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
+        self._tracked: list[tuple[int, float, Notification]] = []  # new in that transaction
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._committer: ThreadPoolExecutor | None = None
@@ -331,6 +333,7 @@ class SQLiteInbox(Inbox):
         loop = asyncio.get_running_loop()
         results: list[Any] = []
         self._handed = []
+        self._tracked = []
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -345,6 +348,8 @@ class SQLiteInbox(Inbox):
                     raise
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
                     results.append(exc)
+            if self._tracked:
+                self._track(conn)
             await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
         except sqlite3.Error as exc:
             self._recover(conn)
@@ -421,6 +426,13 @@ class SQLiteInbox(Inbox):
                 conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
                 found = conn.execute(INSERT, row).fetchone()
             duplicate = found[1] > 0
+            notification = item.notification
+            if (
+                not duplicate
+                and notification is not None
+                and notification.notify_type in trackers.TRACKED_TYPES
+            ):
+                self._tracked.append((found[0], item.received_at, notification))
             if row is not pending and not duplicate:
                 claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 1,
@@ -429,6 +441,27 @@ class SQLiteInbox(Inbox):
             return Accepted(found[0], duplicate=duplicate)
 
         return await self._write(insert, wakes=True)
+
+    def _track(self, conn: sqlite3.Connection) -> None:
+        # In the transaction that keeps the entries, so tracker state is as durable as the 200.
+        # A tracker that fails must not cost a notification: its changes alone roll back, it is
+        # logged, and `Tracking.rebuild` can apply the entry again.
+        tracked, self._tracked = self._tracked, []
+        conn.execute("SAVEPOINT track")
+        try:
+            for id, received_at, notification in tracked:
+                trackers.apply_all(conn, id, received_at, notification)
+        except Exception:  # noqa: BLE001 - the slow path below finds and logs the culprit
+            conn.execute("ROLLBACK TO track")
+            for id, received_at, notification in tracked:  # again, one by one
+                conn.execute("SAVEPOINT one")
+                try:
+                    trackers.apply_all(conn, id, received_at, notification)
+                except Exception:
+                    conn.execute("ROLLBACK TO one")
+                    log.exception("tracking entry %d failed; the entry is kept all the same", id)
+                conn.execute("RELEASE one")
+        conn.execute("RELEASE track")
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def guarded(conn: sqlite3.Connection) -> T:

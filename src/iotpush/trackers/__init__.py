@@ -20,11 +20,8 @@ The SQL is portable (``ON CONFLICT`` upserts, ``BIGINT`` entry ids and ``DOUBLE 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final
 
-from ..exceptions import NotificationError
-from ..inbox import Entry, decode_entry
 from ..models import Notification
 from . import commands, devices, shadow, upgrades
 from ._common import Cursor, Database
@@ -57,7 +54,6 @@ __all__ = [
     "UpgradeEvent",
     "UpgradeRecord",
     "apply_all",
-    "apply_entries",
     "commands",
     "devices",
     "expect",
@@ -112,19 +108,6 @@ def apply_all(db: Database, entry_id: int, received_at: float, notification: Not
     for tracker in _TRACKERS:
         if isinstance(notification, tracker.HANDLES):
             tracker.apply(db, entry_id, received_at, notification)
-
-
-def apply_entries(db: Database, entries: Iterable[Entry]) -> None:
-    """Apply inbox entries in the given order, skipping types no tracker uses and bodies that no
-    longer decode (delivery dead-letters those)."""
-    for entry in entries:
-        if entry.type not in TRACKED_TYPES:
-            continue
-        try:
-            notification = decode_entry(entry)
-        except NotificationError:
-            continue
-        apply_all(db, entry.id, entry.received_at, notification)
 
 
 def reset(db: Database) -> None:
