@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,18 @@ def serve(db: str) -> Callable[..., contextlib.AbstractContextManager[tuple[str,
     return start
 
 
+def tracker_db(path: Path) -> sqlite3.Connection:
+    """A SQLite file with the tracker tables, set up as the inbox runs it (WAL), not waiting for
+    the disk (``synchronous=OFF``): tests of the trackers alone."""
+    from iotpush.trackers import SCHEMA
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = OFF")
+    db.executescript(SCHEMA)
+    return db
+
+
 def run(coro: Any) -> Any:
     """Run a coroutine to completion (the suite needs no asyncio plugin)."""
     return asyncio.run(coro)
@@ -107,5 +120,6 @@ __all__ = [
     "iotpush",
     "run",
     "running",
+    "tracker_db",
     "wait_until",
 ]

@@ -709,7 +709,9 @@ def test_dispatcher_given_back_entries_are_delivered_in_order_by_the_next_dispat
 # --- tracking ----------------------------------------------------------------------------------
 
 
-def test_dispatcher_handlers_see_tracker_state_with_their_own_notification(new_inbox: Callable[[], Inbox]) -> None:
+def test_dispatcher_handlers_see_tracker_state_with_their_own_notification(
+    new_inbox: Callable[[], Inbox],
+) -> None:
     seen: list[Any] = []
 
     async def scenario() -> None:

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from iotpush import testing
 from iotpush.models import Notification
 from iotpush.trackers import (
-    SCHEMA,
     CommandRecord,
     apply_all,
     expect,
@@ -26,6 +25,7 @@ from iotpush.trackers import (
     normalise,
     overdue,
 )
+from tests.conftest import tracker_db
 
 CODES = [
     "PENDING", "SENT", "DELIVERED", "SUCCESSFUL", "FAILED", "TIMEOUT", "EXPIRED", "CANCELED",
@@ -35,24 +35,16 @@ TERMINAL = {"SUCCESSFUL", "FAILED", "TIMEOUT", "EXPIRED", "CANCELED"}
 PROPERTY = settings(max_examples=150, deadline=None)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")  # as the inbox runs it
-    db.execute("PRAGMA synchronous = OFF")  # a real file, without waiting for the disk
-    db.executescript(SCHEMA)
-    return db
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "t.db")) as conn:
+    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
         yield conn
 
 
 @contextlib.contextmanager
 def fresh(factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
     """A new database file per hypothesis example."""
-    with contextlib.closing(connect(factory.mktemp("commands") / "t.db")) as conn:
+    with contextlib.closing(tracker_db(factory.mktemp("commands") / "t.db")) as conn:
         yield conn
 
 

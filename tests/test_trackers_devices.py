@@ -16,22 +16,15 @@ from hypothesis import strategies as st
 
 from iotpush import testing
 from iotpush.models import Notification, decode, format_time
-from iotpush.trackers import SCHEMA, DeviceRecord, apply_all, find_devices, get_device
+from iotpush.trackers import DeviceRecord, apply_all, find_devices, get_device
+from tests.conftest import tracker_db
 
 T0 = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")  # as the inbox runs it
-    db.execute("PRAGMA synchronous = OFF")  # a real file, without waiting for the disk
-    db.executescript(SCHEMA)
-    return db
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "t.db")) as conn:
+    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
         yield conn
 
 
@@ -219,7 +212,7 @@ def test_apply_data_in_any_order_keeps_max_event_time_then_entry_id(
 ) -> None:
     order = data.draw(st.permutations(range(len(reports))), "application order")
     again = data.draw(st.lists(st.sampled_from(order), max_size=3), "applied again")
-    with contextlib.closing(connect(tmp_path_factory.mktemp("devices") / "t.db")) as db:
+    with contextlib.closing(tracker_db(tmp_path_factory.mktemp("devices") / "t.db")) as db:
         for index in [*order, *again]:
             name, seconds, value = reports[index]
             apply_all(db, index + 1, 100.0 + index, report({name: value}, seconds=seconds))

@@ -34,7 +34,7 @@ from iotpush.trackers import (
     shadow_history,
     unsynced,
 )
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, tracker_db
 
 DEVICES = ["d1", "d2"]
 COMMANDS = ["c1", "c2"]
@@ -42,17 +42,9 @@ OPERATIONS = ["op-1", "op-2"]
 CODES = ["SENT", "DELIVERED", "SUCCESS", "FAILED", "TIMEOUT", "PENDING", "bogus"]
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")  # as the inbox runs it
-    db.execute("PRAGMA synchronous = OFF")  # a real file, without waiting for the disk
-    db.executescript(SCHEMA)
-    return db
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "t.db")) as conn:
+    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
         yield conn
 
 
@@ -193,7 +185,7 @@ def test_reset_and_replay_in_id_order_rebuilds_what_any_application_order_built(
     # Live, entries can be applied out of id order (an operator replays a dead entry) and twice.
     order = data.draw(st.permutations(range(len(stream))), "application order")
     again = data.draw(st.lists(st.sampled_from(order), max_size=5), "applied again")
-    with contextlib.closing(connect(tmp_path_factory.mktemp("replay") / "t.db")) as db:
+    with contextlib.closing(tracker_db(tmp_path_factory.mktemp("replay") / "t.db")) as db:
         expectations(db)
         for index in [*order, *again]:
             apply_all(db, index + 1, 1000.0 + index, stream[index])

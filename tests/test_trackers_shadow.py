@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from iotpush import testing
 from iotpush.models import Notification
 from iotpush.trackers import (
-    SCHEMA,
     ShadowRecord,
     apply_all,
     expect_shadow,
@@ -24,19 +23,12 @@ from iotpush.trackers import (
     shadow_history,
     unsynced,
 )
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")  # as the inbox runs it
-    db.execute("PRAGMA synchronous = OFF")  # a real file, without waiting for the disk
-    db.executescript(SCHEMA)
-    return db
+from tests.conftest import tracker_db
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "t.db")) as conn:
+    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
         yield conn
 
 
@@ -131,7 +123,7 @@ def test_apply_in_any_order_keeps_the_last_of_each_by_entry_id(
 ) -> None:
     order = data.draw(st.permutations(range(len(pushes))), "application order")
     again = data.draw(st.lists(st.sampled_from(order), max_size=3), "applied again")
-    with contextlib.closing(connect(tmp_path_factory.mktemp("shadow") / "t.db")) as db:
+    with contextlib.closing(tracker_db(tmp_path_factory.mktemp("shadow") / "t.db")) as db:
         for index in [*order, *again]:
             status, value = pushes[index]
             apply_all(db, index + 1, 100.0 + index, push(status, {"v": value}))

@@ -13,7 +13,8 @@ import pytest
 
 from iotpush import testing
 from iotpush.models import Notification
-from iotpush.trackers import SCHEMA, UpgradeRecord, apply_all, find_upgrades, get_upgrade
+from iotpush.trackers import UpgradeRecord, apply_all, find_upgrades, get_upgrade
+from tests.conftest import tracker_db
 
 KEY: dict[str, Any] = {
     "operation_id": "op-1",
@@ -23,17 +24,9 @@ KEY: dict[str, Any] = {
 }
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")  # as the inbox runs it
-    db.execute("PRAGMA synchronous = OFF")  # a real file, without waiting for the disk
-    db.executescript(SCHEMA)
-    return db
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(connect(tmp_path / "t.db")) as conn:
+    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
         yield conn
 
 
