@@ -231,6 +231,8 @@ class SQLiteInbox(Inbox):
         )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        # Savepoint journals and sort space in memory, not in a temp file per transaction.
+        conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
