@@ -265,6 +265,7 @@ class Dispatcher:
             return None
         try:
             notification = decode_entry(entry)
+            entry.notification = None  # a retry decodes afresh, whatever a handler changed
         except NotificationError as exc:
             await self._dead(entry, f"cannot decode the stored body: {exc}", attempt)
             return None

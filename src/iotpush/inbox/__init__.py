@@ -96,6 +96,8 @@ class Entry:
     last_error: str | None = None
     duplicates: int = 0
     last_duplicate_at: float | None = None
+    notification: Notification | None = field(default=None, compare=False, repr=False)
+    """The decoded body, when the entry was handed over by the process that decoded it."""
 
 
 def decode_entry(entry: Entry) -> Notification:
@@ -106,6 +108,8 @@ def decode_entry(entry: Entry) -> Notification:
     """
     from ..models import NBCommandStatusChanged, decode
 
+    if entry.notification is not None:
+        return entry.notification
     return decode(
         entry.body, "command" if entry.type == NBCommandStatusChanged.notify_type else "notify"
     )

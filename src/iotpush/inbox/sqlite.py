@@ -438,7 +438,8 @@ class SQLiteInbox(Inbox):
             if row is not pending and not duplicate:
                 claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 1,
-                                item.received_at, row[10], row[11])  # fmt: skip
+                                item.received_at, row[10], row[11],
+                                notification=item.notification)  # fmt: skip
                 self._handed.append(claimed)
             return Accepted(found[0], duplicate=duplicate)
 
