@@ -153,3 +153,22 @@ def test_duplicate_push_answered_ok_and_delivered_once(serve: Callable[..., Any]
     assert [first.status_code, second.status_code, other.status_code] == [200, 200, 200]
     assert [n.notify_type for n in recorder.seen] == ["nbCommandStatusChanged", "deviceDeleted"]
     assert app.counters["duplicate"] == 1
+
+
+def test_unexpected_failure_while_accepting_is_503_kept_and_not_acknowledged(
+    serve: Callable[..., Any], db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import iotpush.app
+
+    def broken(notification: Any) -> tuple[str, str]:
+        raise RuntimeError("bug in keying")
+
+    monkeypatch.setattr(iotpush.app, "key_and_slot", broken)
+    recorder = Recorder()
+    with serve(recorder) as (url, _):
+        response = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"])
+    assert response.status_code == 503
+    assert "retry" in response.json()["error"]
+    [kept] = quarantined(db)
+    assert (kept.status, kept.body) == (503, EXAMPLES["07-deviceDeleted"])
+    assert recorder.seen == []

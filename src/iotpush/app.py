@@ -195,28 +195,26 @@ class App:
                 send, scope, path, body, received_at, _Refused(400, exc.reason, exc.path)
             )
             return
-        key, slot = key_and_slot(notification)
         client = scope.get("client")
         if client:
             headers["x-iotpush-peer"] = str(client[0])
-        item = Incoming(
-            body,
-            notification.notify_type,
-            notification.device,
-            key,
-            slot,
-            path,
-            headers,
-            received_at,
-            notification,
-        )
         try:
+            key, slot = key_and_slot(notification)
+            item = Incoming(
+                body, notification.notify_type, notification.device, key, slot, path, headers,
+                received_at, notification,
+            )  # fmt: skip
             accepted = await self.inbox.append(item)
         except InboxUnavailable as exc:
             self.counters["503"] += 1
             log.error("not acknowledged, the inbox cannot persist: %s", exc)
             error = {"error": "the inbox cannot persist the notification now; retry", "path": "$"}
             await _respond(send, 503, error, [(b"retry-after", b"5")])
+            return
+        except Exception:  # a bug of ours: never a 500, never an acknowledgement
+            log.exception("accepting a push to %s failed", path)
+            failure = _Refused(503, "the receiver failed to accept the notification; retry")
+            await self._refuse(send, scope, path, body, received_at, failure)
             return
         self.counters["duplicate" if accepted.duplicate else "accepted"] += 1
         await send(_OK_START)
