@@ -1,15 +1,8 @@
 """The embedded inbox: one SQLite file in WAL mode, written with group commit.
 
-Every write is queued; one transaction takes all the writes queued since the last commit, so a
-burst of concurrent requests costs one ``fsync``, not one each (group commit). A coroutine
-resumes only once the transaction holding its write has committed.
-
-The statements run on the event loop's own thread: each is a few microseconds of C, and running
-them elsewhere would make the two threads fight for the GIL at every statement (a thread waiting
-for the GIL can wait the whole switch interval, 5 ms). Only what may block goes to a thread: the
-``COMMIT`` (the ``fsync``, which releases the GIL) and waiting for a lock held by another process.
-While one batch commits, the next one gathers. Reads run in worker threads on their own
-connections (WAL lets them proceed during writes).
+Writes share transactions (see `_groupcommit`); reads run in worker threads on their own
+connections, which WAL lets proceed during writes. One server uses a file at a time (a lock
+file says so); operator commands may open it alongside.
 """
 
 from __future__ import annotations
@@ -17,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,122 +25,28 @@ from .. import trackers
 from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
 from ..models import Notification
 from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+from ._groupcommit import GroupCommit
+from ._sqlite_sql import (
+    BLOCKED,
+    CLAIM,
+    COLUMNS,
+    INSERT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    digest,
+    entry,
+    where,
+)
 
 __all__ = ["SQLiteInbox"]
+
+_json_encode = msgspec.json.encode
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
 
 log = logging.getLogger("iotpush.inbox")
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reuse the id of a purged entry
-    received_at REAL NOT NULL,
-    type TEXT NOT NULL,
-    device TEXT,
-    key TEXT NOT NULL,
-    dedupe BLOB UNIQUE,          -- digest of the slot while this entry holds it, else NULL
-    path TEXT NOT NULL,
-    body BLOB NOT NULL,
-    headers TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    due_at REAL NOT NULL,
-    owner TEXT,
-    lease_until REAL,
-    finished_at REAL,
-    last_error TEXT,
-    duplicates INTEGER NOT NULL DEFAULT 0,
-    last_duplicate_at REAL
-);
-CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed';
-CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
-    WHERE state IN ('pending', 'claimed');
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at REAL NOT NULL,
-    path TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    field TEXT NOT NULL,
-    body BLOB NOT NULL,
-    headers TEXT NOT NULL
-);
-"""
-
-COLUMNS = (
-    "id, received_at, type, device, key, path, body, headers, state, attempts, due_at, owner,"
-    " lease_until, finished_at, last_error, duplicates, last_duplicate_at"
-)
-
-INSERT = """
-INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at,
-    state, owner, lease_until, attempts)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (dedupe) DO UPDATE
-    SET duplicates = duplicates + 1, last_duplicate_at = excluded.received_at
-    WHERE inbox.key = excluded.key AND inbox.received_at >= ?
-RETURNING id, duplicates
-"""
-
-# A new entry may go straight to the attached owner unless an earlier entry of its device is
-# waiting in the inbox or held by another owner (the same rule as CLAIM).
-BLOCKED = """
-SELECT 1 FROM inbox WHERE device = ? AND state IN ('pending', 'claimed')
-    AND (state = 'pending' OR owner <> ?) LIMIT 1
-"""
-
-# An entry is claimable unless an earlier entry of its device is held by another owner or is
-# waiting for a retry: that keeps per-device order across owners and across retries.
-CLAIM = f"""
-UPDATE inbox SET state = 'claimed', owner = :owner, lease_until = :lease,
-    attempts = attempts + 1
-WHERE id IN (
-    SELECT e.id FROM inbox AS e
-    WHERE e.state = 'pending' AND e.due_at <= :now AND NOT EXISTS (
-        SELECT 1 FROM inbox AS x
-        WHERE x.device = e.device AND x.id < e.id AND x.state IN ('pending', 'claimed')
-          AND ((x.state = 'claimed' AND x.owner <> :owner)
-               OR (x.state = 'pending' AND x.due_at > :now)))
-    ORDER BY e.id LIMIT :limit)
-RETURNING {COLUMNS}
-"""  # noqa: S608 - a constant: only the column list is interpolated
-
-_json_encode = msgspec.json.encode
-_headers_decoder = msgspec.json.Decoder(dict[str, str])
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
-
-
-def _entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(*row[:7], _headers_decoder.decode(row[7]), *row[8:])  # type: ignore[call-arg]
-
-
-def _where(sel: Selection) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if sel.ids is not None:
-        clauses.append(f"id IN ({','.join('?' * len(sel.ids))})")
-        params.extend(sel.ids)
-    if sel.states is not None:
-        clauses.append(f"state IN ({','.join('?' * len(sel.states))})")
-        params.extend(sel.states)
-    for column, value in (("type", sel.type), ("device", sel.device)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if sel.since is not None:
-        clauses.append("received_at >= ?")
-        params.append(sel.since)
-    if sel.until is not None:
-        clauses.append("received_at < ?")
-        params.append(sel.until)
-    return " AND ".join(clauses) or "1", params
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,17 +55,6 @@ class _Hot:
     lease: float
     on_claimed: Callable[[list[Entry]], None]
     has_room: Callable[[], bool]
-
-
-class _Op:
-    __slots__ = ("fn", "future", "wakes")
-
-    def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], wakes: bool
-    ) -> None:
-        self.fn = fn
-        self.future = future
-        self.wakes = wakes
 
 
 class SQLiteInbox(Inbox):
@@ -206,22 +92,25 @@ class SQLiteInbox(Inbox):
         self.busy_timeout = busy_timeout
         self.exclusive = exclusive
         self.max_batch = max_batch
-        self._conn: sqlite3.Connection | None = None
+        self._writer: GroupCommit | None = None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
         self._tracked: list[tuple[int, float, Notification]] = []  # new in that transaction
-        self._pending: list[_Op] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._committer: ThreadPoolExecutor | None = None
         self._lock_file: int | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._work: asyncio.Event | None = None
-        self.commits = 0
-        """Transactions committed by the writer (with ``writes``, shows group commit at work)."""
-        self.writes = 0
-        """Operations those transactions held."""
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed (with `writes`, shows group commit at work)."""
+        return 0 if self._writer is None else self._writer.commits
+
+    @property
+    def writes(self) -> int:
+        """Writes those transactions held."""
+        return 0 if self._writer is None else self._writer.writes
 
     # connections ---------------------------------------------------------------------------
 
@@ -253,7 +142,7 @@ class SQLiteInbox(Inbox):
         return await asyncio.to_thread(run)
 
     async def open(self) -> None:
-        if self._conn is not None:
+        if self._writer is not None:
             return
         self._work = asyncio.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,8 +163,21 @@ class SQLiteInbox(Inbox):
         except sqlite3.Error as exc:
             self._drop_lock()
             raise InboxUnavailable(f"cannot open the inbox {self.path}: {exc}") from exc
-        self._conn = conn
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="iotpush-sqlite-commit")
+        self._writer = GroupCommit(
+            conn,
+            reconnect=self._connect_writer,
+            busy_timeout=self.busy_timeout,
+            max_batch=self.max_batch,
+            name=str(self.path),
+            on_begin=self._begin,
+            before_commit=self._before_commit,
+            after_commit=self._after_commit,
+        )
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks in a thread
+        return conn
 
     def _take_lock(self) -> None:
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -292,14 +194,9 @@ class SQLiteInbox(Inbox):
             self._lock_file = None
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._committer is not None:
-            self._committer.shutdown(wait=True)
-            self._committer = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -310,100 +207,31 @@ class SQLiteInbox(Inbox):
     # group commit --------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False) -> T:
-        if self._conn is None:
+        if self._writer is None:
             raise InboxUnavailable(f"the inbox {self.path} is not open")
-        loop = asyncio.get_running_loop()
-        op = _Op(fn, loop.create_future(), wakes)
-        self._pending.append(op)
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        result: T = await op.future
-        return result
+        return await self._writer.write(fn, wakes=wakes)
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: len(batch)]
-                await self._commit(batch)
-        finally:
-            self._flusher = None
-
-    async def _commit(self, batch: list[_Op]) -> None:
-        conn = self._conn
-        assert conn is not None
-        loop = asyncio.get_running_loop()
-        results: list[Any] = []
+    def _begin(self) -> None:
         self._handed = []
         self._tracked = []
-        try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                    raise
-                await loop.run_in_executor(self._committer, self._begin_waiting, conn)
-            for op in batch:
-                try:
-                    results.append(op.fn(conn))
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
-                    results.append(exc)
-            if self._tracked:
-                self._track(conn)
-            await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
-        except sqlite3.Error as exc:
-            self._recover(conn)
-            error = InboxUnavailable(f"cannot write the inbox {self.path}: {exc}")
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(error)
-            return
-        self.commits += 1
-        self.writes += len(batch)
-        wake = False
-        for op, value in zip(batch, results, strict=True):
-            if op.future.done():  # its caller was cancelled
-                continue
-            if isinstance(value, Exception):
-                op.future.set_exception(value)
-            else:
-                op.future.set_result(value)
-                wake = wake or op.wakes
+
+    def _before_commit(self, conn: sqlite3.Connection) -> None:
+        if self._tracked:
+            self._track(conn)
+
+    def _after_commit(self, wake: bool) -> None:
         if wake and self._work is not None:
             self._work.set()
-        # Handed over after the futures above, so a claim committed in the same batch is queued
-        # by its owner before these entries can start (their lanes keep id order anyway).
+        # Handed over after the futures were resolved, so a claim committed in the same batch is
+        # queued by its owner before these entries can start (their lanes keep id order anyway).
         handed, self._handed = self._handed, []
         if handed and self._hot is not None:
             self._hot.on_claimed(handed)
 
-    def _begin_waiting(self, conn: sqlite3.Connection) -> None:
-        # Another process (an operator command) holds the lock: wait for it, up to the bound.
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        finally:
-            conn.execute("PRAGMA busy_timeout = 0")
-
-    def _recover(self, conn: sqlite3.Connection) -> None:
-        # A connection that met an I/O error or a read-only file may stay broken: start afresh.
-        with contextlib.suppress(sqlite3.Error):
-            conn.rollback()
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
-        try:
-            self._conn = self._connect()
-            self._conn.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error:
-            log.exception("cannot reopen the inbox %s", self.path)
-            self._conn = conn  # keep a closed handle: writes fail until the next try
-
     # receive path --------------------------------------------------------------------------
 
     async def append(self, item: Incoming) -> Accepted:
-        dedupe = _digest(item.slot)
+        dedupe = digest(item.slot)
         headers = _json_encode(item.headers).decode()
         cutoff = item.received_at - self.dedupe_window
         pending = (
@@ -529,7 +357,7 @@ class SQLiteInbox(Inbox):
             )
             params = {"owner": owner, "lease": now + lease, "now": now, "limit": limit}
             rows = conn.execute(CLAIM, params).fetchall()
-            return sorted(map(_entry, rows), key=lambda e: e.id)
+            return sorted(map(entry, rows), key=lambda e: e.id)
 
         if self._work is not None:
             self._work.clear()
@@ -592,13 +420,13 @@ class SQLiteInbox(Inbox):
         row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
         if row is None:
             raise EntryNotFound(f"no inbox entry {id}")
-        return _entry(row)
+        return entry(row)
 
     async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
-        where, params = _where(selection)
-        sql = f"SELECT {COLUMNS} FROM inbox WHERE id > ? AND {where} ORDER BY id LIMIT ?"  # noqa: S608 - columns are ours, values bound
+        clause, params = where(selection)
+        sql = f"SELECT {COLUMNS} FROM inbox WHERE id > ? AND {clause} ORDER BY id LIMIT ?"  # noqa: S608 - columns are ours, values bound
         rows = await self._read(lambda conn: conn.execute(sql, (after, *params, limit)).fetchall())
-        return [_entry(row) for row in rows]
+        return [entry(row) for row in rows]
 
     async def stats(self) -> InboxStats:
         def read(conn: sqlite3.Connection) -> InboxStats:
@@ -619,10 +447,10 @@ class SQLiteInbox(Inbox):
         return await self._read(read)
 
     async def replay(self, selection: Selection) -> int:
-        where, params = _where(selection)
+        clause, params = where(selection)
         # `where` holds column names and placeholders only; the values are bound.
         sql = "UPDATE inbox SET state = 'pending', due_at = ?, attempts = 0, finished_at = NULL"
-        sql += f" WHERE state IN ('done', 'dead') AND {where}"
+        sql += f" WHERE state IN ('done', 'dead') AND {clause}"
         return await self._write(
             lambda conn: conn.execute(sql, (self.clock(), *params)).rowcount, wakes=True
         )

@@ -1,0 +1,133 @@
+"""The SQL of the SQLite inbox: schema, statements, and selections turned into clauses."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from . import Entry, Selection
+
+__all__ = [
+    "BLOCKED",
+    "CLAIM",
+    "COLUMNS",
+    "INSERT",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "digest",
+    "entry",
+    "where",
+]
+
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reuse the id of a purged entry
+    received_at REAL NOT NULL,
+    type TEXT NOT NULL,
+    device TEXT,
+    key TEXT NOT NULL,
+    dedupe BLOB UNIQUE,          -- digest of the slot while this entry holds it, else NULL
+    path TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL,
+    owner TEXT,
+    lease_until REAL,
+    finished_at REAL,
+    last_error TEXT,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    last_duplicate_at REAL
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed';
+CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
+    WHERE state IN ('pending', 'claimed');
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    field TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL
+);
+"""
+
+COLUMNS = (
+    "id, received_at, type, device, key, path, body, headers, state, attempts, due_at, owner,"
+    " lease_until, finished_at, last_error, duplicates, last_duplicate_at"
+)
+
+INSERT = """
+INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at,
+    state, owner, lease_until, attempts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedupe) DO UPDATE
+    SET duplicates = duplicates + 1, last_duplicate_at = excluded.received_at
+    WHERE inbox.key = excluded.key AND inbox.received_at >= ?
+RETURNING id, duplicates
+"""
+
+# A new entry may go straight to the attached owner unless an earlier entry of its device is
+# waiting in the inbox or held by another owner (the same rule as CLAIM).
+BLOCKED = """
+SELECT 1 FROM inbox WHERE device = ? AND state IN ('pending', 'claimed')
+    AND (state = 'pending' OR owner <> ?) LIMIT 1
+"""
+
+# An entry is claimable unless an earlier entry of its device is held by another owner or is
+# waiting for a retry: that keeps per-device order across owners and across retries.
+CLAIM = f"""
+UPDATE inbox SET state = 'claimed', owner = :owner, lease_until = :lease,
+    attempts = attempts + 1
+WHERE id IN (
+    SELECT e.id FROM inbox AS e
+    WHERE e.state = 'pending' AND e.due_at <= :now AND NOT EXISTS (
+        SELECT 1 FROM inbox AS x
+        WHERE x.device = e.device AND x.id < e.id AND x.state IN ('pending', 'claimed')
+          AND ((x.state = 'claimed' AND x.owner <> :owner)
+               OR (x.state = 'pending' AND x.due_at > :now)))
+    ORDER BY e.id LIMIT :limit)
+RETURNING {COLUMNS}
+"""  # noqa: S608 - a constant: only the column list is interpolated
+
+
+def digest(key: str) -> bytes:
+    """The 16-byte dedupe digest of a slot."""
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def entry(row: tuple[Any, ...]) -> Entry:
+    """An `Entry` from a row of `COLUMNS`."""
+    return Entry(*row[:7], _headers_decoder.decode(row[7]), *row[8:])  # type: ignore[call-arg]
+
+
+def where(sel: Selection) -> tuple[str, list[Any]]:
+    """A WHERE clause (placeholders only) and its parameters for a selection."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if sel.ids is not None:
+        clauses.append(f"id IN ({','.join('?' * len(sel.ids))})")
+        params.extend(sel.ids)
+    if sel.states is not None:
+        clauses.append(f"state IN ({','.join('?' * len(sel.states))})")
+        params.extend(sel.states)
+    for column, value in (("type", sel.type), ("device", sel.device)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if sel.since is not None:
+        clauses.append("received_at >= ?")
+        params.append(sel.since)
+    if sel.until is not None:
+        clauses.append("received_at < ?")
+        params.append(sel.until)
+    return " AND ".join(clauses) or "1", params
