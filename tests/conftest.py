@@ -53,13 +53,23 @@ class Recorder(Receiver):
 
 
 @contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
+def running(app: Any, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL.
+
+    ``options`` go to ``uvicorn.Config`` (TLS settings, say: the URL is then ``https``).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", loop="asyncio", http="h11")
+    options = {
+        "lifespan": "on",
+        "log_level": "warning",
+        "loop": "asyncio",
+        "http": "h11",
+        **options,
+    }
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -67,7 +77,8 @@ def running(app: Any) -> Iterator[str]:
         wait_until(lambda: server.started or not thread.is_alive(), 10, "the server to start")
         if not server.started:
             pytest.fail("the server did not start")
-        yield f"http://127.0.0.1:{port}"
+        scheme = "https" if options.get("ssl_certfile") else "http"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(15)

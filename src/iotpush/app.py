@@ -6,6 +6,7 @@ body naming the problem and the field path, and is kept in quarantine for the op
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections import Counter
@@ -91,6 +92,9 @@ class App:
         on_startup: Coroutines run at ASGI lifespan startup, after the inbox opened.
         on_shutdown: Coroutines run at lifespan shutdown, before the inbox closes.
         api: The read-only query API, served under ``/api/`` and at ``/openapi.json``.
+        api_tokens: Bearer tokens the query API accepts; with any, ``/api/`` requires one.
+        api_needs_token: Refuse ``/api/`` while no token is configured (a server listening on
+            a public address must not show device data to anyone who asks).
         clock: Returns the time in Unix seconds (injected by tests).
     """
 
@@ -104,6 +108,8 @@ class App:
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
         api: ASGIApp | None = None,
+        api_tokens: Iterable[str] = (),
+        api_needs_token: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.inbox = inbox
@@ -113,6 +119,8 @@ class App:
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.api = api
+        self.api_tokens = [token.encode() for token in api_tokens]
+        self.api_needs_token = api_needs_token
         self.clock = clock
         self.counters: Counter[str] = Counter()
         self.state: dict[str, Any] = {}
@@ -155,8 +163,12 @@ class App:
         if route is None:
             route = self._routes.get(path.rstrip("/")) if path != "/" else None
         if route is None:
-            if self.api is not None and (path.startswith("/api/") or path == "/openapi.json"):
+            if self.api is not None and path == "/openapi.json":  # the schema: no device data
                 await self.api(scope, receive, send)
+                return
+            if self.api is not None and path.startswith("/api/"):
+                if await self._authorized(scope, send):
+                    await self.api(scope, receive, send)
                 return
             if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 await _respond(send, 200, {"status": "ok"})
@@ -219,6 +231,39 @@ class App:
         self.counters["duplicate" if accepted.duplicate else "accepted"] += 1
         await send(_OK_START)
         await send(_OK_BODY)
+
+    async def _authorized(self, scope: Scope, send: Send) -> bool:
+        """Check the query API's bearer token; answer 401/403 and return False if it fails."""
+        if not self.api_tokens:
+            if not self.api_needs_token:
+                return True
+            self.counters["api-403"] += 1
+            log.warning("refused a query API request: no --api-token configured")
+            reason = "the query API needs --api-token when the server listens on a public address"
+            await _respond(send, 403, {"error": reason, "path": "$"})
+            return False
+        offered = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                offered = value[7:].strip()
+        # Compare with every token, in constant time, so timing tells nothing about them.
+        matched = False
+        for token in self.api_tokens:
+            matched |= hmac.compare_digest(offered, token)
+        if matched:
+            return True
+        self.counters["api-401"] += 1
+        client = scope.get("client")
+        log.warning(
+            "refused a query API request from %s: bad or missing token", client and client[0]
+        )
+        await _respond(
+            send,
+            401,
+            {"error": "a valid bearer token is required", "path": "$"},
+            [(b"www-authenticate", b'Bearer realm="iotpush"')],
+        )
+        return False
 
     async def _read_body(self, receive: Receive, length: bytes, media: bytes) -> bytes:
         refusal: _Refused | None = None

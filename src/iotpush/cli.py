@@ -120,6 +120,21 @@ def main() -> None:
 @click.option(
     "--watch-interval", default="5s", type=DURATION, help="How often to look for overdue commands."
 )
+@click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--ssl-keyfile", default=None, help="The certificate's private key (PEM).")
+@click.option("--ssl-ca-certs", default=None, help="CA bundle to verify client certificates with.")
+@click.option(
+    "--ssl-cert-reqs",
+    default="none",
+    type=click.Choice(["none", "optional", "required"]),
+    help="Whether clients must present a certificate signed by --ssl-ca-certs.",
+)
+@click.option(
+    "--api-token",
+    "api_tokens",
+    multiple=True,
+    help="Bearer token for the query API (repeatable); required off loopback.",
+)
 @click.option(
     "--log-level",
     default="info",

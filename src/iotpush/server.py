@@ -6,6 +6,8 @@ import asyncio
 import copy
 import dataclasses
 import importlib
+import ipaddress
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -17,13 +19,13 @@ from ._context import current_entry
 from .api import QueryAPI
 from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, App
 from .dispatch import Dispatcher
-from .exceptions import ReceiverLoadError
+from .exceptions import ConfigError, ReceiverLoadError
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, open_inbox
 from .models import Notification
 from .receiver import Receiver
 from .tracking import Tracking
 
-__all__ = ["Config", "create_app", "default_receiver", "load_receiver", "run"]
+__all__ = ["Config", "create_app", "default_receiver", "load_receiver", "run", "uvicorn_options"]
 
 DEFAULT_STORE = "sqlite:///iotpush.db"
 
@@ -47,12 +49,39 @@ class Config:
     handler_timeout: float = 60.0
     busy_timeout: float = 5.0
     watch_interval: float = 5.0
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: Literal["none", "optional", "required"] = "none"
+    api_tokens: tuple[str, ...] = ()
     log_level: str = "info"
     access_log: bool = False
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens on a loopback address only."""
+        host = self.host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def check(self) -> None:
+        """Raise `ConfigError` for options that cannot work together."""
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+        if self.ssl_cert_reqs != "none" and not self.ssl_ca_certs:
+            raise ConfigError(f"--ssl-cert-reqs {self.ssl_cert_reqs} needs --ssl-ca-certs")
+        if self.ssl_ca_certs and not self.ssl_certfile:
+            raise ConfigError("--ssl-ca-certs needs --ssl-certfile (client certificates need TLS)")
+        if any(len(token) < 16 for token in self.api_tokens):
+            raise ConfigError("an API token must have at least 16 characters")
 
 
 def default_receiver() -> Receiver:
@@ -117,6 +146,7 @@ def open_store(config: Config, *, exclusive: bool = False) -> Inbox:
 def create_app(config: Config | None = None, **changes: Any) -> App:
     """Build the receiver app: inbox, dispatcher and handlers, started by the ASGI lifespan."""
     config = (config or Config()).replace(**changes)
+    config.check()
     receiver = config.receiver
     if receiver is None:
         receiver = default_receiver()
@@ -149,10 +179,39 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         max_body=config.max_body,
         on_startup=[dispatcher.start, start_watchdog],
         on_shutdown=[stop_watchdog, dispatcher.stop],
+        api_tokens=config.api_tokens,
+        api_needs_token=not config.loopback,
         api=QueryAPI(tracking),
     )
     app.state.update(dispatcher=dispatcher, tracking=tracking)
     return app
+
+
+def uvicorn_options(config: Config) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.Config`` that serve ``config`` (but the app)."""
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "loop": "auto",
+        "http": "auto",
+        "lifespan": "on",
+        "log_level": config.log_level,
+        "access_log": config.access_log,
+        "timeout_graceful_shutdown": 15,
+    }
+    if config.ssl_certfile:
+        # The platform is the TLS client and verifies this certificate (the operator uploads
+        # its CA to the platform); a gateway in front may also present a client certificate.
+        options.update(
+            ssl_certfile=config.ssl_certfile,
+            ssl_keyfile=config.ssl_keyfile,
+            ssl_ca_certs=config.ssl_ca_certs,
+            ssl_cert_reqs=_CERT_REQS[config.ssl_cert_reqs],
+        )
+    return options
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
 def run(config: Config) -> None:
@@ -164,15 +223,4 @@ def run(config: Config) -> None:
     # iotpush's own messages go where uvicorn's go, in the same format.
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["iotpush"] = {"handlers": ["default"], "level": config.log_level.upper()}
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        log_level=config.log_level,
-        access_log=config.access_log,
-        log_config=log_config,
-        timeout_graceful_shutdown=15,
-    )
+    uvicorn.run(app, log_config=log_config, **uvicorn_options(config))

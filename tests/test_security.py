@@ -1,0 +1,148 @@
+"""HTTPS and the query API's tokens, through a real server on loopback."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from click.testing import CliRunner
+
+from iotpush import Config, ConfigError, create_app
+from iotpush.cli import main
+from iotpush.server import uvicorn_options
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, running
+
+TOKEN = "t0ken-with-enough-entropy"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A server certificate for 127.0.0.1, its key, and the CA, as PEM files."""
+    folder = tmp_path_factory.mktemp("tls")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"cert": folder / "cert.pem", "key": folder / "key.pem", "ca": folder / "ca.pem"}
+    server.cert_chain_pems[0].write_to_path(files["cert"])
+    server.private_key_pem.write_to_path(files["key"])
+    ca.cert_pem.write_to_path(files["ca"])
+    return {name: str(path) for name, path in files.items()}
+
+
+def serving(config: Config) -> Any:
+    options = uvicorn_options(config)
+    for name in ("host", "port", "loop", "http", "log_level"):  # the test's own socket and loop
+        options.pop(name)
+    return running(create_app(config), **options)
+
+
+def test_https_serves_notifications_with_a_certificate_the_client_verifies(
+    tls_files: dict[str, str], db: str, ca: trustme.CA
+) -> None:
+    recorder = Recorder()
+    config = Config(receiver=recorder, store=db, ssl_certfile=tls_files["cert"],
+                    ssl_keyfile=tls_files["key"])  # fmt: skip
+    with serving(config) as url:
+        assert url.startswith("https://")
+        verify = ssl.create_default_context(cafile=tls_files["ca"])
+        response = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"], verify=verify)
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust the CA
+            httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"])
+        with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP to the TLS port
+            httpx.post(url.replace("https", "http") + RECEIVE, content=b"{}")
+        recorder.wait_for(1)
+    assert (response.status_code, response.text, response.http_version) == (200, "ok", "HTTP/1.1")
+
+
+def test_https_required_client_certificate_refuses_clients_without_one(
+    tls_files: dict[str, str], db: str, ca: trustme.CA, tmp_path: Path
+) -> None:
+    client = ca.issue_cert("gateway.example")
+    client_pem = tmp_path / "client.pem"
+    client.private_key_and_cert_chain_pem.write_to_path(client_pem)
+    config = Config(receiver=Recorder(), store=db, ssl_certfile=tls_files["cert"],
+                    ssl_keyfile=tls_files["key"], ssl_ca_certs=tls_files["ca"],
+                    ssl_cert_reqs="required")  # fmt: skip
+    with serving(config) as url:
+        bare = ssl.create_default_context(cafile=tls_files["ca"])
+        with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+            httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"], verify=bare)
+        with_cert = ssl.create_default_context(cafile=tls_files["ca"])
+        with_cert.load_cert_chain(client_pem)
+        response = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"], verify=with_cert)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [(None, 401), ("Bearer wrong-token-of-some-length", 401), ("Basic abc", 401),
+     (f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200)],
+    ids=["missing", "wrong", "other-scheme", "right", "lower-case-scheme"],
+)  # fmt: skip
+def test_query_api_with_tokens_requires_one(db: str, header: str | None, status: int) -> None:
+    config = Config(receiver=Recorder(), store=db, api_tokens=("another-token-0000", TOKEN))
+    headers = {} if header is None else {"authorization": header}
+    with serving(config) as url:
+        response = httpx.get(url + "/api/devices", headers=headers)
+        schema = httpx.get(url + "/openapi.json")  # no device data: open to all
+        receive = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"])
+    assert response.status_code == status
+    if status == 401:
+        assert response.headers["www-authenticate"] == 'Bearer realm="iotpush"'
+        assert response.json()["error"] == "a valid bearer token is required"
+    assert (schema.status_code, receive.status_code) == (200, 200)
+
+
+def test_query_api_off_loopback_without_token_is_refused(db: str) -> None:
+    config = Config(receiver=Recorder(), store=db, host="0.0.0.0")
+    app = create_app(config)
+    with running(app) as url:  # served on loopback here, configured as if public
+        response = httpx.get(url + "/api/devices")
+    assert response.status_code == 403
+    assert "--api-token" in response.json()["error"]
+    assert app.counters["api-403"] == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("127.0.0.2", True), ("0.0.0.0", False), ("10.1.2.3", False), ("example.com", False)],
+)  # fmt: skip
+def test_config_loopback_knows_loopback_addresses(host: str, loopback: bool) -> None:
+    assert Config(host=host).loopback is loopback
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"ssl_keyfile": "k.pem"}, "--ssl-keyfile needs --ssl-certfile"),
+     ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "required"}, "needs --ssl-ca-certs"),
+     ({"ssl_ca_certs": "ca.pem"}, "client certificates need TLS"),
+     ({"api_tokens": ("short",)}, "at least 16 characters")],
+    ids=["key-alone", "reqs-without-ca", "ca-without-tls", "short-token"],
+)  # fmt: skip
+def test_config_check_refuses_options_that_cannot_work(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config(store="memory://", **changes).check()
+
+
+def test_cli_serve_bad_tls_options_is_one_line_error() -> None:
+    result = CliRunner().invoke(main, ["serve", "--store", "memory://", "--ssl-keyfile", "k.pem"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: --ssl-keyfile needs --ssl-certfile"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    yield
