@@ -146,3 +146,10 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+def test_cli_api_token_from_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTPUSH_SERVE_API_TOKEN", "short")  # read, then refused by the check
+    result = CliRunner().invoke(main, ["serve", "--store", "memory://"])
+    assert result.exit_code == 1
+    assert "at least 16 characters" in result.output

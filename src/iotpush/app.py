@@ -15,6 +15,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
+from .access import Denial, IPAllowlist, PathToken, SignatureVerifier
 from .exceptions import InboxUnavailable, NotificationError
 from .idempotency import key_and_slot
 from .inbox import Inbox, Incoming, Rejection
@@ -50,11 +51,30 @@ _JSON_TYPES: Final = (b"application/json", b"text/json")
 
 
 class _Refused(Exception):
-    """A request the app answers with a 4xx; ``body`` is what was read of it, for quarantine."""
+    """A request the app answers with a 4xx; ``body`` is what was read of it, for quarantine.
 
-    def __init__(self, status: int, reason: str, field: str = "$", body: bytes = b"") -> None:
+    ``counter`` is its name in `App.counters` (by default the status); ``answer`` is the error the
+    sender is told when it must differ from the ``reason`` logged and quarantined.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        field: str = "$",
+        body: bytes = b"",
+        *,
+        counter: str | None = None,
+        answer: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status, self.reason, self.field, self.body = status, reason, field, body
+        self.counter, self.answer = counter or str(status), answer or reason
+
+    @classmethod
+    def denied(cls, denial: Denial, body: bytes = b"") -> _Refused:
+        """The 403 of an access control's denial."""
+        return cls(403, denial.reason, denial.field, body, counter=f"403-{denial.control}")
 
 
 async def _respond(
@@ -96,6 +116,9 @@ class App:
         api_needs_token: Refuse ``/api/`` while no token is configured (a server listening on
             a public address must not show device data to anyone who asks).
         clock: Returns the time in Unix seconds (injected by tests).
+        path_token: Serve the receive paths under ``/<token>``; other first segments get 404.
+        allowlist: Accept pushes only from the clients it allows (403 otherwise).
+        signatures: Accept only pushes it verifies as signed (403 otherwise).
     """
 
     def __init__(
@@ -111,6 +134,9 @@ class App:
         api_tokens: Iterable[str] = (),
         api_needs_token: bool = False,
         clock: Callable[[], float] = time.time,
+        path_token: PathToken | None = None,
+        allowlist: IPAllowlist | None = None,
+        signatures: SignatureVerifier | None = None,
     ) -> None:
         self.inbox = inbox
         self.path = "/" + path.strip("/")
@@ -122,6 +148,9 @@ class App:
         self.api_tokens = [token.encode() for token in api_tokens]
         self.api_needs_token = api_needs_token
         self.clock = clock
+        self.path_token = path_token
+        self.allowlist = allowlist
+        self.signatures = signatures
         self.counters: Counter[str] = Counter()
         self.state: dict[str, Any] = {}
         """Objects the application was built with (``state["dispatcher"]``), for tools and tests."""
@@ -159,9 +188,9 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        route = self._routes.get(path)
+        route = self._routes.get(path) if self.path_token is None else None
         if route is None:
-            route = self._routes.get(path.rstrip("/")) if path != "/" else None
+            route, path = self._resolve(path)
         if route is None:
             if self.api is not None and path == "/openapi.json":  # the schema: no device data
                 await self.api(scope, receive, send)
@@ -173,9 +202,21 @@ class App:
             if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 await _respond(send, 200, {"status": "ok"})
                 return
+            if self.path_token is not None and (logged := self._token_failure(path)):
+                # Answered as any unknown path, so that nothing tells the token exists.
+                refused = _Refused(404, "wrong or missing path token", counter="403-token",
+                                   answer=f"no receiver at {path}")  # fmt: skip
+                await self._deny(scope, receive, send, logged, refused)
+                return
             self.counters["404"] += 1
             await _respond(send, 404, {"error": f"no receiver at {path}", "path": "$"})
             return
+        if self.allowlist is not None:
+            client = scope.get("client")
+            denial = self.allowlist.check(client[0] if client else None, scope["headers"])
+            if denial is not None:
+                await self._deny(scope, receive, send, path, _Refused.denied(denial))
+                return
         if scope["method"] != "POST":
             self.counters["405"] += 1
             await _respond(
@@ -198,6 +239,10 @@ class App:
         body = b""
         try:
             body = await self._read_body(receive, length, media)
+            if self.signatures is not None:  # on the raw body, before anything reads it
+                denial = self.signatures.verify(scope["headers"], body, received_at)
+                if denial is not None:
+                    raise _Refused.denied(denial, body)
             notification = decode(body, route)
         except _Refused as refused:
             await self._refuse(send, scope, path, body, received_at, refused)
@@ -231,6 +276,38 @@ class App:
         self.counters["duplicate" if accepted.duplicate else "accepted"] += 1
         await send(_OK_START)
         await send(_OK_BODY)
+
+    def _route(self, path: str) -> Route | None:
+        return self._routes.get(path) or self._routes.get(path.rstrip("/"))
+
+    def _resolve(self, path: str) -> tuple[Route | None, str]:
+        """The route of ``path`` and the path to keep: without the path token, if there is one."""
+        if self.path_token is None:
+            return self._route(path), path
+        matched, rest = self.path_token.split(path)
+        route = self._route(rest)
+        return (route, rest) if matched and route is not None else (None, path)
+
+    def _token_failure(self, path: str) -> str | None:
+        """For an unrouted ``path`` that is a receive path under a wrong first segment, or under
+        none, the path to log and quarantine (the wrong segment masked: it may be close to the
+        token); otherwise None."""
+        assert self.path_token is not None
+        if self._route(path) is not None:
+            return path
+        rest = self.path_token.split(path)[1]
+        return "/***" + rest if self._route(rest) is not None else None
+
+    async def _deny(
+        self, scope: Scope, receive: Receive, send: Send, path: str, refused: _Refused
+    ) -> None:
+        """Refuse a request an access control turned away, keeping what it sent in quarantine."""
+        received_at = self.clock()
+        try:
+            refused.body = await self._read_body(receive, b"", b"")
+        except _Refused as cut:  # too large, or the sender went away: keep what came
+            refused.body = cut.body
+        await self._refuse(send, scope, path, b"", received_at, refused)
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
         """Check the query API's bearer token; answer 401/403 and return False if it fails."""
@@ -313,7 +390,7 @@ class App:
         received_at: float,
         refused: _Refused,
     ) -> None:
-        self.counters[str(refused.status)] += 1
+        self.counters[refused.counter] += 1
         log.warning(
             "refused a push to %s: %s %s (%s)", path, refused.status, refused.reason, refused.field
         )
@@ -325,8 +402,10 @@ class App:
         rejection = Rejection(
             received_at, path, refused.status, refused.reason, refused.field, kept, headers
         )
+        # Answer first: a refusal costs the sender no wait for the disk, and its timing tells
+        # nothing about which check refused it. The body is kept right after.
+        await _respond(send, refused.status, {"error": refused.answer, "path": refused.field})
         try:
             await self.inbox.quarantine(rejection)
-        except Exception:  # the answer still goes out; the operator learns from the log
+        except Exception:  # the operator learns from the log
             log.exception("could not quarantine a refused body")
-        await _respond(send, refused.status, {"error": refused.reason, "path": refused.field})

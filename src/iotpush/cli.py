@@ -133,7 +133,44 @@ def main() -> None:
     "--api-token",
     "api_tokens",
     multiple=True,
+    envvar="IOTPUSH_SERVE_API_TOKEN",
     help="Bearer token for the query API (repeatable); required off loopback.",
+)
+@click.option(
+    "--path-token",
+    metavar="TOKEN",
+    default=None,
+    help="Serve the receive paths under /TOKEN (16+ letters, digits, - . _ ~).",
+)
+@click.option(
+    "--allow-ip",
+    "allow_ips",
+    metavar="CIDR",
+    multiple=True,
+    envvar="IOTPUSH_SERVE_ALLOW_IP",
+    help="Accept pushes only from this address or CIDR network (repeatable).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    metavar="CIDR",
+    multiple=True,
+    envvar="IOTPUSH_SERVE_TRUSTED_PROXY",
+    help="A proxy (address or CIDR) whose X-Forwarded-For --allow-ip believes (repeatable).",
+)
+@click.option(
+    "--signing-secret",
+    "signing_secrets",
+    metavar="SECRET",
+    multiple=True,
+    envvar="IOTPUSH_SERVE_SIGNING_SECRET",
+    help="Require Standard Webhooks signatures by this whsec_... or text secret (repeatable).",
+)
+@click.option(
+    "--signature-tolerance",
+    default="5m",
+    type=DURATION,
+    help="How far a signature's webhook-timestamp may be from now.",
 )
 @click.option(
     "--log-level",

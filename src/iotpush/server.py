@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._context import current_entry
+from .access import DEFAULT_TOLERANCE, IPAllowlist, PathToken, SignatureVerifier, parse_network
 from .api import QueryAPI
 from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, App
 from .dispatch import Dispatcher
@@ -54,6 +55,11 @@ class Config:
     ssl_ca_certs: str | None = None
     ssl_cert_reqs: Literal["none", "optional", "required"] = "none"
     api_tokens: tuple[str, ...] = ()
+    path_token: str | None = None
+    allow_ips: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    signing_secrets: tuple[str, ...] = ()
+    signature_tolerance: float = DEFAULT_TOLERANCE
     log_level: str = "info"
     access_log: bool = False
 
@@ -82,6 +88,37 @@ class Config:
             raise ConfigError("--ssl-ca-certs needs --ssl-certfile (client certificates need TLS)")
         if any(len(token) < 16 for token in self.api_tokens):
             raise ConfigError("an API token must have at least 16 characters")
+        if self.trusted_proxies and not self.allow_ips:
+            raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
+        if not self.signature_tolerance > 0:
+            raise ConfigError("--signature-tolerance must be above 0 seconds")
+        _access_controls(self)
+
+
+def _access_controls(config: Config) -> dict[str, Any]:
+    """The `App` arguments of the receive path's access controls that ``config`` turns on.
+
+    Raises:
+        ConfigError: A path token, network or signing secret is not valid (naming the option).
+    """
+    controls: dict[str, Any] = {}
+    option = "--path-token"
+    try:
+        if config.path_token is not None:
+            controls["path_token"] = PathToken(config.path_token)
+        option = "--allow-ip"
+        allowed = [parse_network(network) for network in config.allow_ips]
+        option = "--trusted-proxy"
+        proxies = [parse_network(network) for network in config.trusted_proxies]
+        option = "--signing-secret"
+        if config.signing_secrets:
+            verifier = SignatureVerifier(config.signing_secrets, config.signature_tolerance)
+            controls["signatures"] = verifier
+    except ValueError as exc:  # the message names no secret
+        raise ConfigError(f"{option}: {exc}") from None
+    if allowed:
+        controls["allowlist"] = IPAllowlist(allowed, proxies)
+    return controls
 
 
 def default_receiver() -> Receiver:
@@ -182,6 +219,7 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         api_tokens=config.api_tokens,
         api_needs_token=not config.loopback,
         api=QueryAPI(tracking),
+        **_access_controls(config),
     )
     app.state.update(dispatcher=dispatcher, tracking=tracking)
     return app
@@ -198,6 +236,9 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "log_level": config.log_level,
         "access_log": config.access_log,
         "timeout_graceful_shutdown": 15,
+        # iotpush reads X-Forwarded-For itself, from --trusted-proxy peers only: uvicorn must not
+        # rewrite the peer address first (by default it believes the header from 127.0.0.1).
+        "proxy_headers": False,
     }
     if config.ssl_certfile:
         # The platform is the TLS client and verifies this certificate (the operator uploads

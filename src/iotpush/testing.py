@@ -222,10 +222,11 @@ def _prepare(item: Body) -> tuple[bytes, bool]:
 
 
 def _target(url: str, command: bool) -> str:
-    """``url``, or its ``/cmd`` sub-path for an NB-IoT status when it is the main path."""
+    """``url``, or its ``/cmd`` sub-path for an NB-IoT status when it is a main receive path
+    (the default path, under any prefix such as a secret path token)."""
     parsed = httpx.URL(url)
     path = parsed.path.rstrip("/")
-    if not command or path != DEFAULT_PATH:
+    if not command or not path.endswith(DEFAULT_PATH):
         return url
     return str(parsed.copy_with(path=f"{path}/cmd"))
 
