@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -91,3 +92,24 @@ def page_sql(
     outer = ", ".join(f"{alias}.{column}" for column in order)
     page = f"SELECT * FROM {table} WHERE {where} ORDER BY {', '.join(order)}{limit}"  # noqa: S608
     return f"SELECT {columns} FROM ({page}) AS {alias} {join} ORDER BY {outer}, {then}"  # noqa: S608
+
+
+def select_pages(
+    db: Database,
+    columns: str,
+    table: str,
+    alias: str,
+    clauses: Sequence[str],
+    params: Sequence[Any],
+    order: Sequence[str],
+    limit: int | None,
+    join: str,
+    key: Callable[[Any], Any],
+) -> list[list[Any]]:
+    """Run a `page_sql` query; return the joined rows grouped by record (``key`` of a row)."""
+    args = list(params)
+    sql = page_sql(
+        columns, table, alias, clauses, order, limit_sql(limit, args), join, "e.entry_id"
+    )
+    rows = db.execute(sql, args).fetchall()
+    return [list(group) for _, group in itertools.groupby(rows, key)]

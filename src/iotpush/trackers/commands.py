@@ -19,14 +19,13 @@ Expectations (`expect`) are the application's input, not the inbox's: `RESET` ke
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
 
 from ..models import CommandRsp, MessageConfirm, NBCommandStatusChanged, Notification
-from ._common import Database, dumps, limit_sql, loads, page_sql, upsert_sql
+from ._common import Database, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
     "HANDLES", "RANKS", "RESET", "SCHEMA", "TERMINAL", "CommandEvent", "CommandRecord", "apply",
@@ -270,12 +269,10 @@ def _select(
     order: Sequence[str],
     limit: int | None,
 ) -> list[CommandRecord]:
-    args = list(params)
-    sql = page_sql(
-        _SELECT, "commands", "c", clauses, order, limit_sql(limit, args), _JOIN, "e.entry_id"
+    groups = select_pages(
+        db, _SELECT, "commands", "c", clauses, params, order, limit, _JOIN, lambda row: row[0]
     )
-    rows = db.execute(sql, args).fetchall()
-    return [_record(list(group)) for _, group in itertools.groupby(rows, lambda row: row[0])]
+    return [_record(group) for group in groups]
 
 
 def _record(rows: list[Any]) -> CommandRecord:

@@ -13,7 +13,6 @@ history, so the order entries are applied in does not matter.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -26,7 +25,7 @@ from ..models import (
     SwUpgradeResultNotify,
     SwUpgradeStateChangeNotify,
 )
-from ._common import Database, dumps, limit_sql, loads, page_sql, upsert_sql
+from ._common import Database, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
     "HANDLES", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord", "apply", "find_upgrades",
@@ -227,12 +226,10 @@ def _select(
     order: Sequence[str],
     limit: int | None,
 ) -> list[UpgradeRecord]:
-    args = list(params)
-    sql = page_sql(
-        _SELECT, "upgrades", "u", clauses, order, limit_sql(limit, args), _JOIN, "e.entry_id"
+    groups = select_pages(
+        db, _SELECT, "upgrades", "u", clauses, params, order, limit, _JOIN, lambda row: row[:3]
     )
-    rows = db.execute(sql, args).fetchall()
-    return [_record(list(group)) for _, group in itertools.groupby(rows, lambda row: row[:3])]
+    return [_record(group) for group in groups]
 
 
 def _record(rows: list[Any]) -> UpgradeRecord:
