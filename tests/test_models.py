@@ -217,3 +217,11 @@ def test_callbacks_are_the_sdk_names() -> None:
 def test_parse_time_rejects_what_is_not_a_platform_time(text: str) -> None:
     with pytest.raises(ValueError):
         m.parse_time(text)
+
+
+@pytest.mark.parametrize("depth", [10_000, 100_000], ids=["10k", "100k"])
+def test_decode_deeply_nested_member_is_a_notification_error(depth: int) -> None:
+    deep = b"[" * depth + b"]" * depth
+    body = b'{"notifyType": "deviceDeleted", "deviceId": "d", "gatewayId": "g", "x": ' + deep + b"}"
+    with pytest.raises(NotificationError, match="nested too deeply"):
+        m.decode(body)

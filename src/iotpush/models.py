@@ -570,5 +570,7 @@ def decode(body: bytes, route: Route = "notify") -> Notification:
                 notification = _command_decoder.decode(body)
     except msgspec.MsgspecError as exc:
         raise _error(exc) from exc
+    except RecursionError as exc:  # msgspec's own bound on nesting, reached by hostile input
+        raise NotificationError("JSON nested too deeply") from exc
     notification.__dict__["_raw"] = body
     return notification
