@@ -378,3 +378,20 @@ def test_sqlite_tracker_failure_keeps_the_entry_and_the_other_entries_state(
     assert ok1 is not None and ok2 is not None
     assert broken is None  # its tracker changes alone were rolled back
     assert "tracking entry 2 failed" in caplog.text
+
+
+def test_sqlite_only_entries_left_pending_wake_the_claimer(db_path: Path, clock: FakeClock) -> None:
+    async def scenario() -> list[bool]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            woken = []
+            room = [True]
+            inbox.attach("me", on_claimed=lambda entries: None, has_room=lambda: room[0])
+            await inbox.claim("me", 1, 30)  # clears the signal
+            await inbox.append(incoming(clock, "a", device="d1"))  # handed over
+            woken.append(inbox._work is not None and inbox._work.is_set())
+            room[0] = False
+            await inbox.append(incoming(clock, "b", device="d2"))  # left pending
+            woken.append(inbox._work is not None and inbox._work.is_set())
+            return woken
+
+    assert run(scenario()) == [False, True]

@@ -95,6 +95,7 @@ class SQLiteInbox(Inbox):
         self._writer: GroupCommit | None = None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
+        self._pending_added = False  # that transaction appended an entry for `claim`
         self._tracked: list[tuple[int, float, Notification]] = []  # new in that transaction
         self._lock_file: int | None = None
         self._local = threading.local()
@@ -214,13 +215,14 @@ class SQLiteInbox(Inbox):
     def _begin(self) -> None:
         self._handed = []
         self._tracked = []
+        self._pending_added = False
 
     def _before_commit(self, conn: sqlite3.Connection) -> None:
         if self._tracked:
             self._track(conn)
 
     def _after_commit(self, wake: bool) -> None:
-        if wake and self._work is not None:
+        if (wake or self._pending_added) and self._work is not None:
             self._work.set()
         # Handed over after the futures were resolved, so a claim committed in the same batch is
         # queued by its owner before these entries can start (their lanes keep id order anyway).
@@ -263,7 +265,10 @@ class SQLiteInbox(Inbox):
                 and notification.notify_type in trackers.TRACKED_TYPES
             ):
                 self._tracked.append((found[0], item.received_at, notification))
-            if row is not pending and not duplicate:
+            if row is pending:
+                # Only an entry left pending is work for `claim`; one handed over is not.
+                self._pending_added = self._pending_added or not duplicate
+            elif not duplicate:
                 claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 1,
                                 item.received_at, row[10], row[11],
@@ -271,7 +276,7 @@ class SQLiteInbox(Inbox):
                 self._handed.append(claimed)
             return Accepted(found[0], duplicate=duplicate)
 
-        return await self._write(insert, wakes=True)
+        return await self._write(insert)
 
     def _track(self, conn: sqlite3.Connection) -> None:
         # In the transaction that keeps the entries, so tracker state is as durable as the 200.
