@@ -1,0 +1,53 @@
+"""Smoke tests of the benchmark tools: they run and produce their output. No time is asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks import bodies, report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bodies_check_mix_is_valid_unique_and_complete() -> None:
+    assert bodies.check(1_000) == []
+
+
+def test_ladder_small_run_prints_every_step() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ladder", "-n", "400", "--connections", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    steps = [line.rsplit(None, 1) for line in lines[2:]]
+    assert [name.strip() for name, _ in steps] == [
+        "sqlite insert (24 per commit)",
+        "decode + key",
+        "+ inbox append",
+        "+ trackers",
+        "+ app (ASGI, no dispatcher)",
+        "+ dispatcher (as iotpush serve)",
+    ]
+    assert all(float(value) > 0 for _, value in steps)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([], 50, None),
+        ([3.0], 99, 3.0),
+        ([4.0, 1.0, 3.0, 2.0], 50, 2.0),
+        ([1.0] * 99 + [9.0], 99, 1.0),
+    ],
+    ids=["empty", "one", "nearest-rank-median", "p99-of-100"],
+)
+def test_report_percentile_cases(values: list[float], q: float, expected: float | None) -> None:
+    assert report.percentile(values, q) == expected
