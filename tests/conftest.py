@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,12 +125,88 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+# PostgreSQL ----------------------------------------------------------------------------------
+
+POSTGRES_DEFAULT = "postgresql://127.0.0.1:5432/test"
+_postgres_answer: dict[str, str | None] = {}
+
+
+def postgres_server() -> str:
+    """The PostgreSQL server tests use (``IOTPUSH_TEST_POSTGRES``); skip the test if it does not
+    answer, or fail it when ``IOTPUSH_REQUIRE_SERVICES=1`` (CI)."""
+    url = os.environ.get("IOTPUSH_TEST_POSTGRES") or POSTGRES_DEFAULT
+    if url not in _postgres_answer:
+        try:
+            import psycopg
+
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            _postgres_answer[url] = None
+        except Exception as exc:  # not installed, not running, refused: all mean "not here"
+            _postgres_answer[url] = str(exc).strip().splitlines()[0] if str(exc) else repr(exc)
+    problem = _postgres_answer[url]
+    if problem is not None:
+        message = (
+            f"PostgreSQL not reachable at {url} ({problem}); start it or set "
+            "IOTPUSH_TEST_POSTGRES=postgresql://HOST:PORT/DB"
+        )
+        if os.environ.get("IOTPUSH_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL of a fresh, empty schema of the test server (``?schema=``); dropped after."""
+    import psycopg
+    from psycopg import sql
+
+    server = postgres_server()
+    schema = f"iotpush_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield f"{server}{'&' if '?' in server else '?'}schema={schema}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            drop = sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema))
+            conn.execute(drop)
+
+
+@pytest.fixture
+def postgres_store(postgres_url: str) -> str:
+    """`postgres_url` with the iotpush schema in it (``iotpush db upgrade`` done)."""
+    from iotpush.inbox import _migrations
+
+    _migrations.upgrade(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def tracker_conn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A connection with the tracker tables, of each backend: a SQLite file (`tracker_db`), or
+    a fresh PostgreSQL schema behind the adapter the PostgreSQL inbox hands the trackers."""
+    if request.param == "sqlite":
+        with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
+            yield conn
+        return
+    from iotpush.inbox._postgres_db import Db, parse_url
+
+    conn = parse_url(request.getfixturevalue("postgres_store")).connect()
+    try:
+        yield Db(conn)
+    finally:
+        conn.close()
+
+
 __all__ = [
     "EXAMPLES",
     "RECEIVE",
     "Recorder",
     "example_path",
     "iotpush",
+    "postgres_server",
     "run",
     "running",
     "tracker_db",

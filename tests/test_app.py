@@ -174,12 +174,19 @@ def test_unexpected_failure_while_accepting_is_503_kept_and_not_acknowledged(
     assert recorder.seen == []
 
 
-def test_deeply_nested_body_is_400_not_500(serve: Callable[..., Any], db: str) -> None:
+@pytest.mark.parametrize(
+    ("max_depth", "error"),
+    [(32, "JSON nested deeper than 32 levels"), (0, "JSON nested too deeply")],
+    ids=["bound", "no-bound-decoder-refuses"],
+)
+def test_deeply_nested_body_is_400_not_500(
+    serve: Callable[..., Any], db: str, max_depth: int, error: str
+) -> None:
     deep = b"[" * 50_000 + b"]" * 50_000
     body = b'{"notifyType": "deviceDeleted", "deviceId": "d", "gatewayId": "g", "x": ' + deep + b"}"
-    with serve() as (url, _):
+    with serve(max_depth=max_depth) as (url, _):
         response = httpx.post(url + RECEIVE, content=body, headers=JSON)
         alive = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"], headers=JSON)
-    assert (response.status_code, response.json()["error"]) == (400, "JSON nested too deeply")
+    assert (response.status_code, response.json()["error"]) == (400, error)
     assert alive.status_code == 200
     assert [k.status for k in quarantined(db)] == [400]

@@ -177,6 +177,23 @@ def test_sqlite_open_claims_a_previous_server_left(
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("exclusive", [True, False], ids=["server", "operator"])
+def test_sqlite_outbox_survives_reopen_and_a_server_takes_back_a_dead_servers_leases(
+    db_path: Path, clock: FakeClock, exclusive: bool
+) -> None:
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock, outbox=["s"]) as old:
+            id = (await old.append(incoming(clock))).id
+            await old.unpublished("s", "dead-server", 10, LEASE)
+        async with SQLiteInbox(db_path, clock=clock, exclusive=exclusive, outbox=["s"]) as new:
+            taken = await new.unpublished("s", "new-server", 10, LEASE)  # the clock has not moved
+            stats = await new.stats()
+        assert [e.id for e in taken] == ([id] if exclusive else [])
+        assert stats.unpublished == {"s": 1}
+
+    asyncio.run(scenario())
+
+
 # pragmas -------------------------------------------------------------------------------------
 
 

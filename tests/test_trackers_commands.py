@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,9 +35,9 @@ PROPERTY = settings(max_examples=150, deadline=None)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
-        yield conn
+def db(tracker_conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Each test runs on SQLite and on PostgreSQL (`tests.conftest.tracker_conn`)."""
+    return tracker_conn
 
 
 @contextlib.contextmanager

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,9 +21,9 @@ T0 = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
-        yield conn
+def db(tracker_conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Each test runs on SQLite and on PostgreSQL (`tests.conftest.tracker_conn`)."""
+    return tracker_conn
 
 
 def added(device: str = "d1", **info: Any) -> Notification:

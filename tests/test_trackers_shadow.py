@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,9 +25,9 @@ from tests.conftest import tracker_db
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
-        yield conn
+def db(tracker_conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Each test runs on SQLite and on PostgreSQL (`tests.conftest.tracker_conn`)."""
+    return tracker_conn
 
 
 def push(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,7 +11,6 @@ import pytest
 from iotpush import testing
 from iotpush.models import Notification
 from iotpush.trackers import UpgradeRecord, apply_all, find_upgrades, get_upgrade
-from tests.conftest import tracker_db
 
 KEY: dict[str, Any] = {
     "operation_id": "op-1",
@@ -25,9 +21,9 @@ KEY: dict[str, Any] = {
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(tracker_db(tmp_path / "t.db")) as conn:
-        yield conn
+def db(tracker_conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Each test runs on SQLite and on PostgreSQL (`tests.conftest.tracker_conn`)."""
+    return tracker_conn
 
 
 def sw_state(state: str, **key: Any) -> Notification:

@@ -1,4 +1,4 @@
-"""`Tracking`, the library calls, on a real SQLite file: expect and wait, the watchdog, rebuild."""
+"""`Tracking` on SQLite and PostgreSQL: expect and wait, the watchdog, rebuild."""
 
 from __future__ import annotations
 
@@ -68,6 +68,26 @@ def with_tracking(store: str, fn: Callable[[Tracking], Awaitable[T]], clock: Any
 
     result: T = run(main())
     return result
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store of each test: a SQLite file, and a fresh PostgreSQL schema."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_store"))
+    return f"sqlite:///{tmp_path / 'iotpush.db'}"
+
+
+def execute_aside(store: str, sql: str) -> None:
+    """Run ``sql`` on a connection of its own, as another program would."""
+    if store.startswith("postgresql:"):
+        from iotpush.inbox._postgres_db import parse_url
+
+        with parse_url(store).connect() as conn:
+            conn.execute(sql)
+        return
+    with contextlib.closing(sqlite3.connect(store.removeprefix("sqlite:///"))) as conn:
+        conn.execute(sql)
 
 
 # --- expect and wait --------------------------------------------------------------------------
@@ -222,9 +242,7 @@ def test_watch_keeps_checking_when_the_store_fails(
 
     async def scenario(tracking: Tracking) -> None:
         await tracking.expect("c-1", "d-1", timeout=10)
-        path = Path(db.removeprefix("sqlite:///"))
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-            conn.execute("DROP TABLE command_events")
+        execute_aside(db, "DROP TABLE command_events")
         with pytest.raises(Stop):
             await tracking.watch(interval=1, sleep=sleep)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -24,7 +24,7 @@ from .exceptions import EntryNotFound
 from .inbox import Entry
 from .models import NOTIFICATION_TYPES
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord, normalise
-from .trackers.commands import RANKS
+from .trackers.commands import _ALIASES, RANKS
 from .tracking import DeviceView, Tracking
 
 __all__ = ["Error", "NotificationItem", "Page", "QueryAPI"]
@@ -76,28 +76,34 @@ class _Refused(Exception):
 
 
 # Each query parameter's JSON schema and meaning: for parsing, and for the document.
+_TEXT: Final = {"type": "string", "minLength": 1}  # an empty value is refused
 _PARAMETERS: Final[dict[str, tuple[dict[str, Any], str]]] = {
-    "device": ({"type": "string"}, "Only records of this device."),
+    "device": (_TEXT, "Only records of this device."),
     "state": (
-        {"type": "string"},
+        {"type": "string", "enum": [*RANKS, *_ALIASES]},
         f"Only commands in this state: {', '.join(RANKS)} (SUCCESS, FAIL... accepted too).",
     ),
     "overdue": (
         {"type": "boolean", "default": False},
         "Only commands past their deadline without a terminal state.",
     ),
-    "status": ({"type": "string"}, "Only devices whose deviceInfo.status is this (ONLINE)."),
+    "status": (_TEXT, "Only devices whose deviceInfo.status is this (ONLINE)."),
     "deleted": ({"type": "boolean", "default": False}, "Include devices deleted and not re-added."),
     "type": ({"type": "string", "enum": list(NOTIFICATION_TYPES)}, "Only this notifyType."),
     "since": (
-        {"type": "string"},
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhdw]?$"},
+                {"type": "string", "format": "date-time"},
+            ]
+        },
         "Only notifications received since: an ISO 8601 time, or a duration ago (2h, 7d).",
     ),
     "limit": (
         {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         "Page size.",
     ),
-    "after": ({"type": "string"}, "The `next` of the previous page."),
+    "after": (_TEXT, "The `next` of the previous page."),
 }
 
 
@@ -141,6 +147,7 @@ class _Route:
     answer: Any  # the type of a 200 answer, for the document
     operation: str
     summary: str
+    schemas: dict[str, Any] = field(default_factory=dict)  # parameters of another schema here
 
 
 _ROUTES: Final = (
@@ -159,7 +166,8 @@ _ROUTES: Final = (
     _Route(("api", "upgrades", "{operationId}"), (), Page[UpgradeRecord], "getUpgrade",
            "Each device's progress in one upgrade operation."),
     _Route(("api", "notifications"), ("type", "device", "since", "limit", "after"),
-           Page[NotificationItem], "listNotifications", "Received notifications, oldest first."),
+           Page[NotificationItem], "listNotifications", "Received notifications, oldest first.",
+           {"after": {"type": "string", "pattern": "^[0-9]{1,18}$"}}),
     _Route(("openapi.json",), (), dict[str, Any], "getOpenAPI", "This document."),
 )  # fmt: skip
 
@@ -330,7 +338,8 @@ def openapi() -> dict[str, Any]:
              "description": "URL-encoded (%2F for a slash)."}
             for p in route.pattern if p.startswith("{")
         ] + [
-            {"name": name, "in": "query", "required": False, "schema": _PARAMETERS[name][0],
+            {"name": name, "in": "query", "required": False,
+             "schema": route.schemas.get(name, _PARAMETERS[name][0]),
              "description": _PARAMETERS[name][1]}
             for name in route.params
         ]  # fmt: skip
@@ -339,13 +348,23 @@ def openapi() -> dict[str, Any]:
             "405": {"description": "Not GET or HEAD.", **error},
             "503": {"description": "The store could not be read; retry.", **error},
         }
+        security: list[dict[str, list[str]]] = []
+        if route.pattern[0] == "api":  # the document itself is public
+            responses["401"] = {"description": "A bearer token is missing or wrong.", **error}
+            responses["403"] = {"description": "The server has no token to check.", **error}
+            security = [{"bearer": []}, {}]  # none needed on loopback without --api-token
         if route.params:
             responses["400"] = {"description": "A query parameter is invalid.", **error}
         if len(parameters) > len(route.params):
             responses["404"] = {"description": "No record with this id.", **error}
         operation = {"operationId": route.operation, "summary": route.summary}
         paths["/" + "/".join(route.pattern)] = {
-            "get": {**operation, "parameters": parameters, "responses": responses}
+            "get": {
+                **operation,
+                "parameters": parameters,
+                "responses": responses,
+                "security": security,
+            }
         }
     return {
         "openapi": "3.1.0",
@@ -355,5 +374,14 @@ def openapi() -> dict[str, Any]:
             "description": "What iotpush knows about commands, devices, shadows and upgrades.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token of the server's --api-token options.",
+                }
+            },
+        },
     }

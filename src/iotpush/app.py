@@ -6,6 +6,7 @@ body naming the problem and the field path, and is kept in quarantine for the op
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -15,6 +16,8 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
+from ._deadlines import Deadlines
+from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING, JSONLimits
 from .access import Denial, IPAllowlist, PathToken, SignatureVerifier
 from .exceptions import InboxUnavailable, NotificationError
 from .idempotency import key_and_slot
@@ -34,6 +37,7 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_PATH: Final = "/v1.0.0/messageReceiver"
 DEFAULT_MAX_BODY: Final = 1024 * 1024
+DEFAULT_QUARANTINE_MAX_BODY: Final = 64 * 1024
 
 # Request headers kept with each entry: enough to tell senders apart, nothing sensitive.
 KEPT_HEADERS: Final = frozenset(
@@ -48,13 +52,16 @@ _OK_START: Final = {
 }
 _OK_BODY: Final = {"type": "http.response.body", "body": b"ok"}
 _JSON_TYPES: Final = (b"application/json", b"text/json")
+# The connection is closed too: a sender told to come back later should not hold it meanwhile.
+_BUSY_HEADERS: Final = ((b"retry-after", b"1"), (b"connection", b"close"))
 
 
 class _Refused(Exception):
     """A request the app answers with a 4xx; ``body`` is what was read of it, for quarantine.
 
     ``counter`` is its name in `App.counters` (by default the status); ``answer`` is the error the
-    sender is told when it must differ from the ``reason`` logged and quarantined.
+    sender is told when it must differ from the ``reason`` logged and quarantined; ``headers`` go
+    with the answer.
     """
 
     def __init__(
@@ -66,10 +73,12 @@ class _Refused(Exception):
         *,
         counter: str | None = None,
         answer: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(reason)
         self.status, self.reason, self.field, self.body = status, reason, field, body
         self.counter, self.answer = counter or str(status), answer or reason
+        self.headers = headers
 
     @classmethod
     def denied(cls, denial: Denial, body: bytes = b"") -> _Refused:
@@ -119,6 +128,14 @@ class App:
         path_token: Serve the receive paths under ``/<token>``; other first segments get 404.
         allowlist: Accept pushes only from the clients it allows (403 otherwise).
         signatures: Accept only pushes it verifies as signed (403 otherwise).
+        max_depth: The deepest nesting of objects and arrays in a body (400 beyond; 0: no bound).
+        max_members: The most members of one object or array in a body (400 beyond; 0: none).
+        max_string: The longest string in a body, in characters (400 beyond; 0: no bound).
+        max_in_flight: The most pushes being received at once; beyond, a push is answered 503
+            with ``Retry-After`` at once, its body unread (None: no bound).
+        body_timeout: Seconds a push's body may take to arrive; a slower one is answered 408
+            and its connection closed, within 1.5 times that (None: no bound).
+        quarantine_max_body: The most bytes of a refused body kept in quarantine (0: all).
     """
 
     def __init__(
@@ -137,6 +154,12 @@ class App:
         path_token: PathToken | None = None,
         allowlist: IPAllowlist | None = None,
         signatures: SignatureVerifier | None = None,
+        max_depth: int | None = DEFAULT_MAX_DEPTH,
+        max_members: int | None = DEFAULT_MAX_MEMBERS,
+        max_string: int | None = DEFAULT_MAX_STRING,
+        max_in_flight: int | None = None,
+        body_timeout: float | None = None,
+        quarantine_max_body: int = DEFAULT_QUARANTINE_MAX_BODY,
     ) -> None:
         self.inbox = inbox
         self.path = "/" + path.strip("/")
@@ -151,6 +174,13 @@ class App:
         self.path_token = path_token
         self.allowlist = allowlist
         self.signatures = signatures
+        limits = JSONLimits(max_depth, max_members, max_string)
+        self.json_limits = limits if limits.active else None
+        self.max_in_flight = max_in_flight
+        self._body_deadlines = None if body_timeout is None else Deadlines(body_timeout)
+        self.quarantine_max_body = quarantine_max_body
+        self.in_flight = 0
+        """Pushes being received now (read, decoded, persisted)."""
         self.counters: Counter[str] = Counter()
         self.state: dict[str, Any] = {}
         """Objects the application was built with (``state["dispatcher"]``), for tools and tests."""
@@ -226,6 +256,22 @@ class App:
                 [(b"allow", b"POST")],
             )
             return
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            # Shed load before reading the body: an overloaded receiver must not also buffer.
+            self.counters["503-busy"] += 1
+            error = {"error": "too many pushes are being received now; retry", "path": "$"}
+            await _respond(send, 503, error, _BUSY_HEADERS)
+            return
+        self.in_flight += 1
+        try:
+            await self._accept(scope, receive, send, route, path)
+        finally:
+            self.in_flight -= 1
+
+    async def _accept(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, path: str
+    ) -> None:
+        """Read, check, decode and persist one push, then answer it."""
         received_at = self.clock()
         headers: dict[str, str] = {}
         length = media = b""
@@ -238,11 +284,15 @@ class App:
                 media = value
         body = b""
         try:
-            body = await self._read_body(receive, length, media)
+            # Straight to the reader when there is no deadline: one coroutine less per push.
+            reader = self._read_body if self._body_deadlines is None else self._read_in_time
+            body = await reader(receive, length, media)
             if self.signatures is not None:  # on the raw body, before anything reads it
                 denial = self.signatures.verify(scope["headers"], body, received_at)
                 if denial is not None:
                     raise _Refused.denied(denial, body)
+            if self.json_limits is not None and (bounds := self.json_limits.check(body)):
+                raise _Refused(400, bounds.reason, bounds.path, body)
             notification = decode(body, route)
         except _Refused as refused:
             await self._refuse(send, scope, path, body, received_at, refused)
@@ -304,9 +354,9 @@ class App:
         """Refuse a request an access control turned away, keeping what it sent in quarantine."""
         received_at = self.clock()
         try:
-            refused.body = await self._read_body(receive, b"", b"")
-        except _Refused as cut:  # too large, or the sender went away: keep what came
-            refused.body = cut.body
+            refused.body = await self._read_in_time(receive, b"", b"")
+        except _Refused as cut:  # too large, too slow, or the sender went away: keep what came
+            refused.body, refused.headers = cut.body, cut.headers
         await self._refuse(send, scope, path, b"", received_at, refused)
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
@@ -342,7 +392,29 @@ class App:
         )
         return False
 
-    async def _read_body(self, receive: Receive, length: bytes, media: bytes) -> bytes:
+    async def _read_in_time(self, receive: Receive, length: bytes, media: bytes) -> bytes:
+        """The body, within the body timeout if there is one."""
+        deadlines = self._body_deadlines
+        if deadlines is None:
+            return await self._read_body(receive, length, media)
+        chunks: list[bytes] = []
+        task = deadlines.enter()
+        try:
+            return await self._read_body(receive, length, media, chunks)
+        except asyncio.CancelledError:
+            if not deadlines.expired(task):
+                raise
+            # A sender trickling its body (slow-loris) must not hold a slot for ever.
+            reason = f"the body did not arrive within {deadlines.timeout:g} s"
+            close = ((b"connection", b"close"),)
+            raise _Refused(408, reason, body=b"".join(chunks), headers=close) from None
+        finally:
+            deadlines.leave(task)
+
+    async def _read_body(
+        self, receive: Receive, length: bytes, media: bytes, chunks: list[bytes] | None = None
+    ) -> bytes:
+        """The body; what was read so far stays in ``chunks`` should the caller give up."""
         refusal: _Refused | None = None
         if length.isdigit() and int(length) > self.max_body:
             refusal = _Refused(413, f"body larger than {self.max_body} bytes")
@@ -359,7 +431,8 @@ class App:
         ):
             return body  # the usual case: the whole body in one message
         # Even a refused body is read (up to max_body) so that quarantine keeps it.
-        chunks: list[bytes] = []
+        if chunks is None:
+            chunks = []
         size = 0
         while True:
             if message["type"] != "http.request":  # the client went away
@@ -399,12 +472,15 @@ class App:
             for name, value in list(scope["headers"])[:MAX_QUARANTINED_HEADERS]
         }
         kept = refused.body or body
+        if self.quarantine_max_body and len(kept) > self.quarantine_max_body:
+            kept = kept[: self.quarantine_max_body]  # enough to see what it was
         rejection = Rejection(
             received_at, path, refused.status, refused.reason, refused.field, kept, headers
         )
         # Answer first: a refusal costs the sender no wait for the disk, and its timing tells
         # nothing about which check refused it. The body is kept right after.
-        await _respond(send, refused.status, {"error": refused.answer, "path": refused.field})
+        error = {"error": refused.answer, "path": refused.field}
+        await _respond(send, refused.status, error, refused.headers)
         try:
             await self.inbox.quarantine(rejection)
         except Exception:  # the operator learns from the log

@@ -31,7 +31,8 @@ store_option = click.option(
     envvar="IOTPUSH_STORE",
     default=DEFAULT_STORE,
     show_default=True,
-    help="Where notifications are kept: sqlite:///FILE or memory://.",
+    help="Where notifications are kept: sqlite:///FILE, postgresql://HOST/DB[?schema=NAME]"
+    " or memory://.",
 )
 
 
@@ -79,6 +80,11 @@ class _When(click.ParamType):  # type: ignore[type-arg]
 
 
 DURATION, WHEN = _Duration(), _When()
+COUNT = click.IntRange(min=0)
+_OFF_AT_ZERO = (
+    "max_in_flight", "max_pending_writes", "body_timeout", "header_timeout",
+    "limit_concurrency", "quarantine_max_rows",
+)  # fmt: skip
 TYPE_CHOICE = click.Choice(list(NOTIFICATION_TYPES))
 
 
@@ -119,6 +125,21 @@ def main() -> None:
 )
 @click.option(
     "--watch-interval", default="5s", type=DURATION, help="How often to look for overdue commands."
+)
+@click.option(
+    "--lease",
+    default="60s",
+    type=DURATION,
+    help="How long a claim lasts unrenewed: another server takes over a dead one's work after.",
+)
+@click.option(
+    "--sink",
+    "sinks",
+    metavar="URL",
+    multiple=True,
+    envvar="IOTPUSH_SERVE_SINK",
+    help="Also publish every kept notification to NATS JetStream: nats://HOST:PORT"
+    "[?stream=IOTPUSH&prefix=iotpush] (repeatable; needs iotpush[nats]).",
 )
 @click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (PEM).")
 @click.option("--ssl-keyfile", default=None, help="The certificate's private key (PEM).")
@@ -178,9 +199,71 @@ def main() -> None:
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
+@click.option(
+    "--max-depth", default=32, type=COUNT, help="Deepest JSON nesting of a body (0: any)."
+)
+@click.option(
+    "--max-members",
+    default=1000,
+    type=COUNT,
+    help="Most members of a JSON object or array (0: any).",
+)
+@click.option(
+    "--max-string",
+    default=64 * 1024,
+    type=COUNT,
+    help="Longest JSON string, in characters (0: any).",
+)
+@click.option(
+    "--max-in-flight",
+    default=1000,
+    type=COUNT,
+    help="Pushes received at once; beyond, 503 (0: any).",
+)
+@click.option(
+    "--max-pending-writes",
+    default=10_000,
+    type=COUNT,
+    help="Pushes queued for the SQLite inbox; beyond, 503 (0: any).",
+)
+@click.option(
+    "--body-timeout", default="30s", type=DURATION, help="Time a body may take; then 408 (0: any)."
+)
+@click.option(
+    "--header-timeout",
+    default="30s",
+    type=DURATION,
+    help="Time a request's headers may take; then the connection is closed (0: any).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default=5,
+    type=click.IntRange(min=1),
+    help="Seconds an idle connection is kept open.",
+)
+@click.option(
+    "--limit-concurrency",
+    default=0,
+    type=COUNT,
+    help="Connections and requests at once; beyond, uvicorn answers 503 (0: any).",
+)
+@click.option(
+    "--quarantine-max-rows",
+    default=100_000,
+    type=COUNT,
+    help="Refused bodies kept; beyond, the oldest are deleted (0: all).",
+)
+@click.option(
+    "--quarantine-max-body",
+    default=64 * 1024,
+    type=COUNT,
+    help="Bytes kept of each refused body (0: all).",
+)
 def serve(receiver: str | None, **options: Any) -> None:
     """Run the receiver. RECEIVER is MODULE:ATTR; without one, notifications are printed as JSON."""
     options["synchronous"] = options["synchronous"].upper()
+    for name in _OFF_AT_ZERO:  # 0 turns these bounds off
+        options[name] = options[name] or None
     try:
         run(Config(receiver=receiver, **options))
     except IotpushError as exc:
@@ -304,6 +387,9 @@ def inbox_stats(store: str) -> None:
     click.echo("by state: " + ", ".join(f"{st} {s.by_state.get(st, 0)}" for st in STATES))
     age = s.oldest_pending_age
     click.echo("oldest undelivered: " + ("none" if age is None else f"{age:.1f} s ago"))
+    if s.unpublished:
+        waiting = sorted(s.unpublished.items())
+        click.echo("unpublished: " + ", ".join(f"{sink} {n}" for sink, n in waiting))
     if s.by_type:
         click.echo(f"{'type':<44}" + "".join(f"{st:>9}" for st in STATES))
         for name, counts in sorted(s.by_type.items()):
@@ -544,6 +630,44 @@ def trackers_rebuild(store: str, batch: int) -> None:
     count = _tracking_call(store, lambda t: t.rebuild(batch=batch, progress=progress))
     click.echo(err=True)
     click.echo(f"rebuilt the trackers from {count} notifications")
+
+
+@main.group()
+def db() -> None:
+    """The store's schema: its version, and upgrading it (PostgreSQL needs this first)."""
+
+
+@db.command("upgrade")
+@store_option
+def db_upgrade(store: str) -> None:
+    """Create the schema, or apply the migrations it lacks (safe to run again)."""
+    from .inbox import _migrations
+
+    try:
+        applied = _migrations.upgrade(store)
+        latest = _migrations.status(store).latest
+    except IotpushError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for step in applied:
+        click.echo(f"applied {step.version}: {step.description}")
+    click.echo(f"{_migrations.shown(store)} is at schema version {latest}")
+
+
+@db.command("status")
+@store_option
+def db_status(store: str) -> None:
+    """Show the schema version and the migrations not applied yet; exit 1 when some are."""
+    from .inbox import _migrations
+
+    try:
+        status = _migrations.status(store)
+    except IotpushError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"schema version {status.current} of {status.latest} ({status.backend})")
+    for step in status.pending:
+        click.echo(f"pending {step.version}: {step.description}")
+    if status.pending:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ Every error derives from `IotpushError`, so one ``except IotpushError`` catches 
     ├── EntryNotFound            no inbox entry, command, device... with that id
     ├── HandlerTimeout           a handler ran past its time limit
     ├── ReceiverLoadError        ``MODULE:ATTR`` does not name a receiver
+    ├── SinkError                a sink could not publish now (the outbox keeps the entries)
     └── ConfigError              an option has a value that cannot work
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "IotpushError",
     "NotificationError",
     "ReceiverLoadError",
+    "SinkError",
 ]
 
 
@@ -62,6 +64,10 @@ class HandlerTimeout(IotpushError, TimeoutError):
 
 class ReceiverLoadError(IotpushError, ImportError):
     """``MODULE:ATTR`` could not be imported or is not a receiver."""
+
+
+class SinkError(IotpushError):
+    """A sink could not publish now (destination unreachable or refusing); retried later."""
 
 
 class ConfigError(IotpushError, ValueError):

@@ -10,20 +10,24 @@ import ipaddress
 import ssl
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 
 from ._context import current_entry
+from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING
+from ._slowclients import with_header_timeout
 from .access import DEFAULT_TOLERANCE, IPAllowlist, PathToken, SignatureVerifier, parse_network
 from .api import QueryAPI
-from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, App
+from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, DEFAULT_QUARANTINE_MAX_BODY, App
 from .dispatch import Dispatcher
 from .exceptions import ConfigError, ReceiverLoadError
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, open_inbox
 from .models import Notification
 from .receiver import Receiver
+from .sinks import Publisher, open_sink
 from .tracking import Tracking
 
 __all__ = ["Config", "create_app", "default_receiver", "load_receiver", "run", "uvicorn_options"]
@@ -48,8 +52,12 @@ class Config:
     max_attempts: int = 8
     backoff: float = 1.0
     handler_timeout: float = 60.0
+    lease: float = 60.0
+    """Seconds a claim lasts unrenewed: another server takes over a dead one's work after it."""
     busy_timeout: float = 5.0
     watch_interval: float = 5.0
+    sinks: tuple[str, ...] = ()
+    """Where every kept notification is also published (``nats://HOST:PORT?stream=...``)."""
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_ca_certs: str | None = None
@@ -62,6 +70,17 @@ class Config:
     signature_tolerance: float = DEFAULT_TOLERANCE
     log_level: str = "info"
     access_log: bool = False
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_members: int = DEFAULT_MAX_MEMBERS
+    max_string: int = DEFAULT_MAX_STRING
+    max_in_flight: int | None = 1000
+    max_pending_writes: int | None = 10_000
+    body_timeout: float | None = 30.0
+    header_timeout: float | None = 30.0
+    keep_alive_timeout: int = 5
+    limit_concurrency: int | None = None
+    quarantine_max_rows: int | None = 100_000
+    quarantine_max_body: int = DEFAULT_QUARANTINE_MAX_BODY
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
@@ -92,7 +111,24 @@ class Config:
             raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
         if not self.signature_tolerance > 0:
             raise ConfigError("--signature-tolerance must be above 0 seconds")
+        _check_limits(self)
         _access_controls(self)
+
+
+def _check_limits(config: Config) -> None:
+    """Raise `ConfigError` for a limit that is negative, or zero where zero cannot mean off."""
+    for option in ("max_depth", "max_members", "max_string", "quarantine_max_body"):
+        if getattr(config, option) < 0:  # 0 turns these off
+            raise ConfigError(f"--{option.replace('_', '-')} must be 0 (no bound) or more")
+    for option in (
+        "max_in_flight", "max_pending_writes", "body_timeout", "header_timeout",
+        "limit_concurrency", "quarantine_max_rows",
+    ):  # fmt: skip
+        value = getattr(config, option)
+        if value is not None and not value > 0:
+            raise ConfigError(f"--{option.replace('_', '-')} must be above 0")
+    if config.keep_alive_timeout < 1:
+        raise ConfigError("--keep-alive-timeout must be at least 1 second")
 
 
 def _access_controls(config: Config) -> dict[str, Any]:
@@ -170,13 +206,19 @@ def load_receiver(spec: str) -> Receiver:
     return obj
 
 
-def open_store(config: Config, *, exclusive: bool = False) -> Inbox:
-    """The inbox ``config.store`` names, with the config's options."""
+def open_store(config: Config, *, exclusive: bool = False, outbox: Sequence[str] = ()) -> Inbox:
+    """The inbox ``config.store`` names, with the config's options (``outbox``: sink names)."""
     options: dict[str, Any] = {"dedupe_window": config.dedupe_window}
+    if outbox:
+        options["outbox"] = tuple(outbox)
     if not config.store.startswith("memory:"):
         options.update(
             synchronous=config.synchronous, busy_timeout=config.busy_timeout, exclusive=exclusive
         )
+    if exclusive:  # the server's inbox: bounded against floods (operator commands are not)
+        options.update(quarantine_max_rows=config.quarantine_max_rows)
+        if not config.store.startswith("memory:"):  # SQLite and PostgreSQL
+            options.update(max_pending=config.max_pending_writes)
     return open_inbox(config.store, **options)
 
 
@@ -189,7 +231,11 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         receiver = default_receiver()
     elif isinstance(receiver, str):
         receiver = load_receiver(receiver)
-    inbox = open_store(config, exclusive=True)
+    sinks = [open_sink(url) for url in config.sinks]
+    if len({sink.name for sink in sinks}) < len(sinks):
+        raise ConfigError("two sinks publish to the same stream: give each its own ?stream=")
+    inbox = open_store(config, exclusive=True, outbox=[sink.name for sink in sinks])
+    publishers = [Publisher(inbox, sink) for sink in sinks]
     dispatcher = Dispatcher(
         inbox,
         receiver,
@@ -197,6 +243,7 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         max_attempts=config.max_attempts,
         backoff=config.backoff,
         handler_timeout=config.handler_timeout,
+        lease=config.lease,
     )
     tracking = Tracking(inbox)
     watchdog: list[asyncio.Task[None]] = []
@@ -214,14 +261,20 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         path=config.path,
         command_path=config.command_path,
         max_body=config.max_body,
-        on_startup=[dispatcher.start, start_watchdog],
-        on_shutdown=[stop_watchdog, dispatcher.stop],
+        on_startup=[dispatcher.start, start_watchdog, *(p.start for p in publishers)],
+        on_shutdown=[*(p.stop for p in publishers), stop_watchdog, dispatcher.stop],
         api_tokens=config.api_tokens,
         api_needs_token=not config.loopback,
         api=QueryAPI(tracking),
+        max_depth=config.max_depth,
+        max_members=config.max_members,
+        max_string=config.max_string,
+        max_in_flight=config.max_in_flight,
+        body_timeout=config.body_timeout,
+        quarantine_max_body=config.quarantine_max_body,
         **_access_controls(config),
     )
-    app.state.update(dispatcher=dispatcher, tracking=tracking)
+    app.state.update(dispatcher=dispatcher, tracking=tracking, publishers=publishers)
     return app
 
 
@@ -239,7 +292,13 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         # iotpush reads X-Forwarded-For itself, from --trusted-proxy peers only: uvicorn must not
         # rewrite the peer address first (by default it believes the header from 127.0.0.1).
         "proxy_headers": False,
+        "timeout_keep_alive": config.keep_alive_timeout,
+        "limit_concurrency": config.limit_concurrency,
     }
+    if config.header_timeout is not None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        options["http"] = with_header_timeout(AutoHTTPProtocol, config.header_timeout)
     if config.ssl_certfile:
         # The platform is the TLS client and verifies this certificate (the operator uploads
         # its CA to the platform); a gateway in front may also present a client certificate.
@@ -260,6 +319,9 @@ def run(config: Config) -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from .inbox import _migrations
+
+    _migrations.require_current(config.store)  # one clear line before anything starts
     app = create_app(config)
     # iotpush's own messages go where uvicorn's go, in the same format.
     log_config = copy.deepcopy(LOGGING_CONFIG)

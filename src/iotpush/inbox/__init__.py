@@ -10,11 +10,18 @@ An entry's life::
 Backends implement `Inbox`; all pass the same contract suite (``tests/test_inbox_contract.py``).
 ``claim`` keeps per-device order: it never hands out an entry while an earlier entry of the same
 device is held by another owner or waits for a retry.
+
+The outbox (for sinks, see `iotpush.sinks`) is separate from delivery: with ``outbox=["nats:X"]``
+every new entry is also recorded as unpublished for sink ``nats:X`` in the transaction that keeps
+it; the sink takes it with `Inbox.unpublished` and removes it with `Inbox.published` once the
+destination acknowledged it. An inbox opened without ``outbox`` writes nothing more per entry.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,6 +158,8 @@ class InboxStats:
     quarantined: int
     oldest_pending_at: float | None
     now: float
+    unpublished: dict[str, int] = field(default_factory=dict)
+    """Entries not yet published, by sink (only sinks with any)."""
 
     @property
     def total(self) -> int:
@@ -171,9 +180,23 @@ class Inbox(abc.ABC):
     write is durable.
     """
 
-    def __init__(self, *, dedupe_window: float = DEFAULT_DEDUPE_WINDOW, clock: Clock = time.time):
+    def __init__(
+        self,
+        *,
+        dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
+        clock: Clock = time.time,
+        outbox: Sequence[str] = (),
+        quarantine_max_rows: int | None = None,
+    ):
         self.dedupe_window = dedupe_window
         self.clock = clock
+        self.quarantine_max_rows = quarantine_max_rows
+        """The most refusals `quarantine` keeps: beyond, it deletes the oldest (None: no bound)."""
+        self.quarantine_dropped = 0
+        """Refusals this process deleted from a full quarantine to make room."""
+        self.outbox = tuple(outbox)
+        """The sinks whose outbox `append` fills: each new entry is unpublished for each."""
+        self._outbox_events = {sink: asyncio.Event() for sink in self.outbox}
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare the store (connections, threads); idempotent."""
@@ -200,7 +223,22 @@ class Inbox(abc.ABC):
 
     @abc.abstractmethod
     async def quarantine(self, rejection: Rejection) -> int:
-        """Keep a refused body for the operator; returns its quarantine id."""
+        """Keep a refused body for the operator; returns its quarantine id.
+
+        With `quarantine_max_rows`, the oldest refusals beyond that many are deleted (counted in
+        `quarantine_dropped`): anyone can send refused bodies, and they must not fill the disk.
+        """
+
+    def _quarantine_full(self, dropped: int) -> None:
+        """Count ``dropped`` refusals deleted to make room, logging the first and every 1000th."""
+        before, self.quarantine_dropped = self.quarantine_dropped, self.quarantine_dropped + dropped
+        if dropped and (before == 0 or before // 1000 != self.quarantine_dropped // 1000):
+            logging.getLogger("iotpush.inbox").warning(
+                "the quarantine holds its maximum of %s refusals: deleted the oldest"
+                " (%d so far); see `iotpush quarantine ls`",
+                self.quarantine_max_rows,
+                self.quarantine_dropped,
+            )
 
     # delivery -----------------------------------------------------------------------------
 
@@ -253,9 +291,51 @@ class Inbox(abc.ABC):
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when new entries may be due, or after ``timeout`` seconds."""
-        import asyncio
-
         await asyncio.sleep(timeout)
+
+    # outbox -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def unpublished(self, sink: str, owner: str, limit: int, lease: float) -> list[Entry]:
+        """Lease ``owner`` up to ``limit`` entries of ``sink``'s outbox, in id order.
+
+        An outbox entry is free when no one leases it, its lease has expired, or ``owner``
+        itself holds it (so an owner that failed to publish gets the same entries again).
+        Those returned are leased to ``owner`` until ``lease`` seconds from now; they stay in
+        the outbox until `published`. Entries of a sink not in ``outbox`` are never recorded.
+        """
+
+    @abc.abstractmethod
+    async def published(self, sink: str, ids: Sequence[int]) -> None:
+        """Remove ``ids`` from ``sink``'s outbox: the destination acknowledged them.
+
+        Ids not in the outbox are ignored. Only then may `purge` delete the entries.
+        """
+
+    @abc.abstractmethod
+    async def release_unpublished(self, sink: str, owner: str) -> int:
+        """Give back every outbox lease ``owner`` holds on ``sink`` (on shutdown); how many."""
+
+    async def wait_for_unpublished(self, sink: str, timeout: float) -> None:
+        """Return when entries may have entered ``sink``'s outbox, or after ``timeout`` seconds.
+
+        Entries committed since the previous call returned wake it at once, so a sink that
+        calls `unpublished` after each return misses none.
+        """
+        event = self._outbox_events.get(sink)
+        if event is None:
+            await asyncio.sleep(timeout)
+            return
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        event.clear()
+
+    def _outbox_added(self) -> None:
+        """Wake `wait_for_unpublished` (backends call it when an append fills the outbox)."""
+        for event in self._outbox_events.values():
+            event.set()
 
     # tracker state ------------------------------------------------------------------------
 
@@ -299,7 +379,8 @@ class Inbox(abc.ABC):
     ) -> int:
         """Delete finished entries and quarantined bodies received before ``before``.
 
-        Entries not yet done are never purged. ``progress`` is called with the running total.
+        Entries not yet done, and entries still in an outbox, are never purged. ``progress`` is
+        called with the running total.
         """
 
     @abc.abstractmethod
@@ -317,7 +398,7 @@ class Inbox(abc.ABC):
 
 def open_inbox(url: str, **options: object) -> Inbox:
     """Make the inbox a store URL names: ``sqlite:///rel.db``, ``sqlite:////abs.db``, a plain path,
-    or ``memory://``.
+    ``postgresql://host/db[?schema=NAME]``, or ``memory://``.
 
     Raises:
         ConfigError: The URL's scheme is not supported.
@@ -334,5 +415,11 @@ def open_inbox(url: str, **options: object) -> Inbox:
         # As SQLAlchemy: sqlite:///relative.db, sqlite:////absolute.db.
         path = url.removeprefix("sqlite://").removeprefix("/") if "://" in url else url
         return SQLiteInbox(path, **options)  # type: ignore[arg-type]
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresInbox
+
+        return PostgresInbox(url, **options)  # type: ignore[arg-type]
     scheme = url.split("://", 1)[0]
-    raise ConfigError(f"unsupported store {scheme!r}: use sqlite:///PATH or memory://")
+    raise ConfigError(
+        f"unsupported store {scheme!r}: use sqlite:///PATH, postgresql://... or memory://"
+    )

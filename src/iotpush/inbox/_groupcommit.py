@@ -53,6 +53,9 @@ class GroupCommit:
         reconnect: Opens a fresh writer connection after an error.
         busy_timeout: Seconds to wait for a lock another process holds.
         max_batch: The most writes one transaction holds.
+        max_pending: The most bounded writes queued for the next transaction (None: no bound):
+            beyond, `write` refuses them at once rather than queue without end while the store
+            is slow or locked.
         name: What the errors call the store.
         on_begin: Called as each transaction begins.
         before_commit: Called with the connection after the batch's writes, before COMMIT.
@@ -67,6 +70,7 @@ class GroupCommit:
         reconnect: Callable[[], sqlite3.Connection],
         busy_timeout: float,
         max_batch: int,
+        max_pending: int | None = None,
         name: str,
         on_begin: Callable[[], None] = _nothing,
         before_commit: Callable[[sqlite3.Connection], None] = _nothing,
@@ -76,6 +80,7 @@ class GroupCommit:
         self.reconnect = reconnect
         self.busy_timeout = busy_timeout
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self.name = name
         self.on_begin = on_begin
         self.before_commit = before_commit
@@ -84,16 +89,28 @@ class GroupCommit:
         """Transactions committed (with ``writes``, shows group commit at work)."""
         self.writes = 0
         """Writes those transactions held."""
+        self.refused = 0
+        """Bounded writes refused because `max_pending` were queued already."""
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="iotpush-sqlite-commit")
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False) -> T:
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False, bounded: bool = False
+    ) -> T:
         """Run ``fn(conn)`` in the next transaction; return its result once committed.
 
+        ``bounded`` writes (the receive path's) are refused while `max_pending` are queued; the
+        others (deliveries, operators) are bounded by their callers.
+
         Raises:
-            InboxUnavailable: The transaction failed; nothing of it was kept.
+            InboxUnavailable: The transaction failed, or the queue is full; nothing was kept.
         """
+        if bounded and self.max_pending is not None and len(self._pending) >= self.max_pending:
+            self.refused += 1
+            raise InboxUnavailable(
+                f"cannot write the inbox {self.name}: {self.max_pending} writes wait already"
+            )
         loop = asyncio.get_running_loop()
         op = _Op(fn, loop.create_future(), wakes)
         self._pending.append(op)

@@ -14,6 +14,8 @@ __all__ = [
     "CLAIM",
     "COLUMNS",
     "INSERT",
+    "OUTBOX_ADD",
+    "OUTBOX_TAKE",
     "SCHEMA",
     "SCHEMA_VERSION",
     "digest",
@@ -59,6 +61,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body BLOB NOT NULL,
     headers TEXT NOT NULL
 );
+-- Entries a sink has not published yet: rows only while an inbox is opened with sinks.
+CREATE TABLE IF NOT EXISTS outbox (
+    sink TEXT NOT NULL,
+    id INTEGER NOT NULL,         -- the inbox entry
+    owner TEXT,                  -- who leases it for publishing, until lease_until
+    lease_until REAL,
+    PRIMARY KEY (sink, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
 """
 
 COLUMNS = (
@@ -74,6 +85,18 @@ ON CONFLICT (dedupe) DO UPDATE
     SET duplicates = duplicates + 1, last_duplicate_at = excluded.received_at
     WHERE inbox.key = excluded.key AND inbox.received_at >= ?
 RETURNING id, duplicates
+"""
+
+OUTBOX_ADD = "INSERT INTO outbox (sink, id) VALUES (?, ?)"
+
+# Free outbox entries: not leased, lease expired, or leased by the same owner (a retry).
+OUTBOX_TAKE = """
+UPDATE outbox SET owner = :owner, lease_until = :lease
+WHERE sink = :sink AND id IN (
+    SELECT id FROM outbox WHERE sink = :sink
+        AND (owner IS NULL OR owner = :owner OR lease_until < :now)
+    ORDER BY id LIMIT :limit)
+RETURNING id
 """
 
 # A new entry may go straight to the attached owner unless an earlier entry of its device is

@@ -46,6 +46,10 @@ class MemoryInbox(Inbox):
         self._next_id = 1
         self._next_quarantine_id = 1
         self._work = asyncio.Event()
+        # Per sink: id -> (lease owner, lease end); dicts keep insertion (= id) order.
+        self._outboxes: dict[str, dict[int, tuple[str | None, float]]] = {
+            sink: {} for sink in self.outbox
+        }
         # Tracker tables live in an in-memory SQLite database: the trackers speak SQL.
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._db.executescript(trackers.SCHEMA)
@@ -78,6 +82,10 @@ class MemoryInbox(Inbox):
         notification = item.notification
         if notification is not None and notification.notify_type in trackers.TRACKED_TYPES:
             trackers.apply_all(self._db, entry.id, item.received_at, notification)
+        for outbox in self._outboxes.values():
+            outbox[entry.id] = (None, 0.0)
+        if self._outboxes:
+            self._outbox_added()
         self._work.set()
         return Accepted(entry.id, duplicate=False)
 
@@ -85,6 +93,12 @@ class MemoryInbox(Inbox):
         id = self._next_quarantine_id
         self._next_quarantine_id += 1
         self._quarantine[id] = _copy(dataclasses.replace(rejection, id=id))
+        bound = self.quarantine_max_rows
+        if bound is not None and len(self._quarantine) > bound:
+            oldest = list(self._quarantine)[: len(self._quarantine) - bound]  # ids in order
+            for old in oldest:
+                del self._quarantine[old]
+            self._quarantine_full(len(oldest))
         return id
 
     def _blocked(self, entry: Entry, owner: str, now: float) -> bool:
@@ -174,6 +188,32 @@ class MemoryInbox(Inbox):
         except TimeoutError:
             pass
 
+    async def unpublished(self, sink: str, owner: str, limit: int, lease: float) -> list[Entry]:
+        outbox = self._outboxes.get(sink, {})
+        now = self.clock()
+        taken: list[Entry] = []
+        for id, (holder, until) in outbox.items():
+            if len(taken) >= limit:
+                break
+            if holder is None or holder == owner or until < now:
+                outbox[id] = (owner, now + lease)
+                taken.append(_copy(self._entries[id]))
+        return taken
+
+    async def published(self, sink: str, ids: Sequence[int]) -> None:
+        outbox = self._outboxes.get(sink, {})
+        for id in ids:
+            outbox.pop(id, None)
+
+    async def release_unpublished(self, sink: str, owner: str) -> int:
+        outbox = self._outboxes.get(sink, {})
+        held = [id for id, (holder, _) in outbox.items() if holder == owner]
+        for id in held:
+            outbox[id] = (None, 0.0)
+        if held:
+            self._outbox_added()
+        return len(held)
+
     async def get(self, id: int) -> Entry:
         try:
             return _copy(self._entries[id])
@@ -201,6 +241,7 @@ class MemoryInbox(Inbox):
             quarantined=len(self._quarantine),
             oldest_pending_at=min(open_, default=None),
             now=self.clock(),
+            unpublished={sink: len(ids) for sink, ids in self._outboxes.items() if ids},
         )
 
     async def replay(self, selection: Selection) -> int:
@@ -220,7 +261,9 @@ class MemoryInbox(Inbox):
         old = [
             e.id
             for e in self._entries.values()
-            if e.received_at < before and e.state in ("done", "dead")
+            if e.received_at < before
+            and e.state in ("done", "dead")
+            and not any(e.id in outbox for outbox in self._outboxes.values())
         ]
         for id in old:
             self._entries.pop(id)

@@ -24,13 +24,15 @@ import msgspec
 from .. import trackers
 from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
 from ..models import Notification
-from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, _migrations
 from ._groupcommit import GroupCommit
 from ._sqlite_sql import (
     BLOCKED,
     CLAIM,
     COLUMNS,
     INSERT,
+    OUTBOX_ADD,
+    OUTBOX_TAKE,
     SCHEMA,
     SCHEMA_VERSION,
     digest,
@@ -69,6 +71,8 @@ class SQLiteInbox(Inbox):
         exclusive: Take a lock file so that no other server uses the same file, and give back
             any claims a previous server process left (only a server should set this).
         max_batch: The most operations one transaction commits.
+        max_pending: The most receive-path writes (`append`, `quarantine`) queued for the next
+            transaction; beyond, they raise `InboxUnavailable` at once (None: no bound).
         **options: `Inbox` options (``dedupe_window``, ``clock``).
     """
 
@@ -80,6 +84,7 @@ class SQLiteInbox(Inbox):
         busy_timeout: float = 5.0,
         exclusive: bool = False,
         max_batch: int = 1024,
+        max_pending: int | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -92,6 +97,7 @@ class SQLiteInbox(Inbox):
         self.busy_timeout = busy_timeout
         self.exclusive = exclusive
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self._writer: GroupCommit | None = None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
@@ -155,11 +161,13 @@ class SQLiteInbox(Inbox):
             conn.executescript(SCHEMA)
             conn.executescript(trackers.SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _migrations.record_sqlite(conn)  # the version, as `iotpush db status` reads it
             if self.exclusive:  # no other server can hold claims: the last one died or stopped
                 conn.execute(
                     "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
                     " WHERE state = 'claimed'"
                 )
+                conn.execute("UPDATE outbox SET owner = NULL, lease_until = NULL")
             conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks in a thread
         except sqlite3.Error as exc:
             self._drop_lock()
@@ -169,6 +177,7 @@ class SQLiteInbox(Inbox):
             reconnect=self._connect_writer,
             busy_timeout=self.busy_timeout,
             max_batch=self.max_batch,
+            max_pending=self.max_pending,
             name=str(self.path),
             on_begin=self._begin,
             before_commit=self._before_commit,
@@ -207,10 +216,12 @@ class SQLiteInbox(Inbox):
 
     # group commit --------------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False) -> T:
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False, bounded: bool = False
+    ) -> T:
         if self._writer is None:
             raise InboxUnavailable(f"the inbox {self.path} is not open")
-        return await self._writer.write(fn, wakes=wakes)
+        return await self._writer.write(fn, wakes=wakes, bounded=bounded)
 
     def _begin(self) -> None:
         self._handed = []
@@ -258,6 +269,9 @@ class SQLiteInbox(Inbox):
                 conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
                 found = conn.execute(INSERT, row).fetchone()
             duplicate = found[1] > 0
+            if self.outbox and not duplicate:  # published only after it is kept
+                conn.executemany(OUTBOX_ADD, [(sink, found[0]) for sink in self.outbox])
+                self._outbox_added()  # its publisher's next take queues behind this commit
             notification = item.notification
             if (
                 not duplicate
@@ -276,7 +290,7 @@ class SQLiteInbox(Inbox):
                 self._handed.append(claimed)
             return Accepted(found[0], duplicate=duplicate)
 
-        return await self._write(insert)
+        return await self._write(insert, bounded=True)
 
     def _track(self, conn: sqlite3.Connection) -> None:
         # In the transaction that keeps the entries, so tracker state is as durable as the 200.
@@ -343,12 +357,21 @@ class SQLiteInbox(Inbox):
             _json_encode(r.headers).decode(),
         )
 
-        def insert(conn: sqlite3.Connection) -> int:
-            sql = "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
-            cur = conn.execute(sql + " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-            return cur.lastrowid or 0
+        bound = self.quarantine_max_rows
 
-        return await self._write(insert)
+        def insert(conn: sqlite3.Connection) -> tuple[int, int]:
+            sql = "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
+            id = conn.execute(sql + " VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid or 0
+            if bound is None:
+                return id, 0
+            # Ids only grow: keeping the last `bound` ids keeps at most `bound` rows.
+            sql = "DELETE FROM quarantine WHERE id <= ?"
+            return id, conn.execute(sql, (id - bound,)).rowcount
+
+        id, dropped = await self._write(insert, bounded=True)
+        if dropped:
+            self._quarantine_full(dropped)
+        return id
 
     # delivery ------------------------------------------------------------------------------
 
@@ -418,6 +441,26 @@ class SQLiteInbox(Inbox):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
 
+    # outbox --------------------------------------------------------------------------------
+
+    async def unpublished(self, sink: str, owner: str, limit: int, lease: float) -> list[Entry]:
+        def take(conn: sqlite3.Connection) -> list[Entry]:
+            now = self.clock()
+            params = {"sink": sink, "owner": owner, "lease": now + lease, "now": now}
+            ids = [id for (id,) in conn.execute(OUTBOX_TAKE, {**params, "limit": limit})]
+            sql = f"SELECT {COLUMNS} FROM inbox WHERE id IN ({','.join('?' * len(ids))})"  # noqa: S608 - placeholders only
+            return [entry(row) for row in conn.execute(sql + " ORDER BY id", ids)]
+
+        return await self._write(take)
+
+    async def published(self, sink: str, ids: Sequence[int]) -> None:
+        sql = "DELETE FROM outbox WHERE sink = ? AND id = ?"
+        await self._write(lambda conn: conn.executemany(sql, [(sink, id) for id in ids]))
+
+    async def release_unpublished(self, sink: str, owner: str) -> int:
+        sql = "UPDATE outbox SET owner = NULL, lease_until = NULL WHERE sink = ? AND owner = ?"
+        return await self._write(lambda conn: conn.execute(sql, (sink, owner)).rowcount)
+
     # operator ------------------------------------------------------------------------------
 
     async def get(self, id: int) -> Entry:
@@ -447,7 +490,11 @@ class SQLiteInbox(Inbox):
                 "SELECT min(received_at) FROM inbox WHERE state IN ('pending', 'claimed')"
             ).fetchone()
             (quarantined,) = conn.execute("SELECT count(*) FROM quarantine").fetchone()
-            return InboxStats(by_state, by_type, duplicates, quarantined, oldest, self.clock())
+            sql = "SELECT sink, count(*) FROM outbox GROUP BY sink"
+            unpublished = dict(conn.execute(sql).fetchall())
+            return InboxStats(
+                by_state, by_type, duplicates, quarantined, oldest, self.clock(), unpublished
+            )
 
         return await self._read(read)
 
@@ -464,7 +511,11 @@ class SQLiteInbox(Inbox):
         self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
     ) -> int:
         total = 0
-        for table, finished in (("inbox", "AND state IN ('done', 'dead')"), ("quarantine", "")):
+        finished_entries = (  # and published by every sink
+            "AND state IN ('done', 'dead')"
+            " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
+        )
+        for table, finished in (("inbox", finished_entries), ("quarantine", "")):
             sql = (
                 f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608 - fixed names
                 f" WHERE received_at < ? {finished} LIMIT ?)"

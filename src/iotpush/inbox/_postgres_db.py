@@ -1,0 +1,369 @@
+"""PostgreSQL connections for the inbox: the URL, the driver, the tracker adapter, group commit.
+
+psycopg is imported here only, when a ``postgresql://`` store is opened: ``import iotpush`` works
+without the ``postgres`` extra. The connections are synchronous and used from worker threads,
+because `Inbox.transact` and `Inbox.read` hand a connection to plain functions (the trackers)
+that call ``execute`` and read the result at once.
+
+Group commit: every write is queued; one transaction, run in the writer's thread, takes all the
+writes queued since the last commit, so a burst of concurrent requests costs one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..exceptions import ConfigError, InboxError, InboxUnavailable
+from ._postgres_sql import (
+    CANDIDATES,
+    CANDIDATES_LOCKED,
+    CLAIM_IDS,
+    LOCK_DEVICES,
+    LOCK_ROWS,
+    RELEASE_EXPIRED,
+    translate,
+)
+
+__all__ = ["Db", "GroupCommit", "Target", "claim_rows", "driver", "parse_url", "read_error"]
+
+log = logging.getLogger("iotpush.inbox")
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# A transaction that lost a deadlock or a serialization check is run again, this many times.
+_RETRIES = 3
+
+
+def driver() -> ModuleType:
+    """The psycopg module.
+
+    Raises:
+        ConfigError: psycopg is not installed (naming the extra to install).
+    """
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(
+            "PostgreSQL support needs the postgres extra: pip install 'iotpush[postgres]'"
+        ) from None
+    return psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a ``postgresql://`` store lives: the libpq URL and the schema its tables are in."""
+
+    conninfo: str
+    schema: str | None
+    shown: str
+    """The URL without its password, for messages."""
+
+    def settings(self, lock_timeout: float | None = None, role: str = "") -> dict[str, Any]:
+        """Connection keywords: autocommit, the schema, how long to wait for a lock, and the
+        ``application_name`` (``iotpush ROLE SCHEMA``: operators see who is who)."""
+        server = [] if self.schema is None else [f"-c search_path={self.schema}"]
+        if lock_timeout is not None:
+            server.append(f"-c lock_timeout={max(1, int(lock_timeout * 1000))}")
+        name = " ".join(filter(None, ["iotpush", role, self.schema]))[:63]
+        settings: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": 5,
+            "application_name": name,
+        }
+        if server:
+            settings["options"] = " ".join(server)
+        return settings
+
+    def connect(self, lock_timeout: float | None = None, role: str = "") -> Any:
+        """A new psycopg connection (autocommit) using ``schema``.
+
+        Raises:
+            InboxUnavailable: The server does not answer or refuses the connection.
+        """
+        psycopg = driver()
+        try:
+            return psycopg.connect(self.conninfo, **self.settings(lock_timeout, role))
+        except psycopg.Error as exc:
+            raise InboxUnavailable(f"cannot connect to {self.shown}: {_first_line(exc)}") from exc
+
+
+def parse_url(url: str) -> Target:
+    """Split ``postgresql://...[?schema=NAME]`` into a libpq URL and the schema.
+
+    Raises:
+        ConfigError: The schema is not a plain SQL name.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for name, value in query if name == "schema"), None)
+    if schema is not None and not _NAME.fullmatch(schema):
+        raise ConfigError(f"schema must be a plain SQL name (letters, digits, _), not {schema!r}")
+    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=rest))
+    netloc = parts.netloc.rpartition("@")
+    host = netloc[2]
+    user = netloc[0].partition(":")[0]
+    shown = urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host, query=""))
+    if schema is not None:
+        shown += f"?schema={schema}"
+    return Target(conninfo, schema, shown)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class Db:
+    """A psycopg connection with the `iotpush.trackers.Database` interface: ``?`` placeholders."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        """Run one statement; return its cursor (``fetchone``, ``fetchall``, ``rowcount``)."""
+        if not parameters and "?" not in sql:
+            return self.conn.execute(sql)
+        return self.conn.execute(translate(sql), parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Sequence[Sequence[Any]], /) -> Any:
+        """Run one statement once per parameter sequence."""
+        cursor = self.conn.cursor()
+        cursor.executemany(translate(sql), seq_of_parameters)
+        return cursor
+
+
+class _Op:
+    __slots__ = ("fn", "future", "wakes")
+
+    def __init__(self, fn: Callable[[Any], Any], future: asyncio.Future[Any], wakes: bool) -> None:
+        self.fn = fn
+        self.future = future
+        self.wakes = wakes
+
+
+def _nothing(*args: Any) -> None:
+    pass
+
+
+class GroupCommit:
+    """Runs write functions in shared transactions on one connection, in one thread.
+
+    Args:
+        target: The database.
+        max_batch: The most writes one transaction holds.
+        lock_timeout: Seconds a write waits for a lock another process holds.
+        max_pending: The most bounded writes queued for the next transaction (None: no bound):
+            beyond, they are refused at once (the receive path answers 503).
+        on_begin: Called (in the writer thread) as each transaction begins.
+        before_commit: Called with the connection after the batch's writes, before COMMIT.
+        after_commit: Called on the event loop once the batch committed and its callers'
+            futures are resolved, with whether one of them asked to wake the work waiters.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        max_batch: int,
+        lock_timeout: float,
+        max_pending: int | None = None,
+        on_begin: Callable[[], None] = _nothing,
+        before_commit: Callable[[Any], None] = _nothing,
+        after_commit: Callable[[bool], None] = _nothing,
+    ) -> None:
+        self.target = target
+        self.max_batch = max_batch
+        self.lock_timeout = lock_timeout
+        self.max_pending = max_pending
+        self.on_begin = on_begin
+        self.before_commit = before_commit
+        self.after_commit = after_commit
+        self.commits = 0
+        """Transactions committed (with ``writes``, shows group commit at work)."""
+        self.writes = 0
+        """Writes those transactions held."""
+        self.refused = 0
+        """Bounded writes refused because `max_pending` were queued already."""
+        self.conn: Any = None
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="iotpush-postgres-writer")
+
+    async def start(self) -> None:
+        """Connect now, so that a server that cannot reach its database says so at start."""
+        loop = asyncio.get_running_loop()
+        self.conn = await loop.run_in_executor(self._thread, self._connect)
+
+    async def write(
+        self, fn: Callable[[Any], T], *, wakes: bool = False, bounded: bool = False
+    ) -> T:
+        """Run ``fn(conn)`` in the next transaction; return its result once committed.
+
+        ``bounded`` writes (the receive path's) are refused while `max_pending` are queued.
+
+        Raises:
+            InboxUnavailable: The transaction failed, or the queue is full; nothing was kept.
+        """
+        if bounded and self.max_pending is not None and len(self._pending) >= self.max_pending:
+            self.refused += 1
+            raise InboxUnavailable(
+                f"cannot write {self.target.shown}: {self.max_pending} writes wait already"
+            )
+        loop = asyncio.get_running_loop()
+        op = _Op(fn, loop.create_future(), wakes)
+        self._pending.append(op)
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        result: T = await op.future
+        return result
+
+    async def close(self) -> None:
+        """Commit what is queued, then close the connection."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._disconnect)
+        self._thread.shutdown(wait=True)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: len(batch)]
+                try:
+                    results = await loop.run_in_executor(self._thread, self._run, batch)
+                except Exception as exc:  # noqa: BLE001 - every waiting caller is told
+                    error = (
+                        exc
+                        if isinstance(exc, InboxUnavailable)
+                        else InboxUnavailable(f"cannot write {self.target.shown}: {exc!r}")
+                    )
+                    for op in batch:
+                        if not op.future.done():
+                            op.future.set_exception(error)
+                    continue
+                self._settle(batch, results)
+        finally:
+            self._flusher = None
+
+    def _settle(self, batch: list[_Op], results: list[Any]) -> None:
+        self.commits += 1
+        self.writes += len(batch)
+        wake = False
+        for op, value in zip(batch, results, strict=True):
+            if op.future.done():  # its caller was cancelled
+                continue
+            if isinstance(value, Exception):
+                op.future.set_exception(value)
+            else:
+                op.future.set_result(value)
+                wake = wake or op.wakes
+        self.after_commit(wake)
+
+    def _run(self, batch: list[_Op]) -> list[Any]:
+        # In the writer thread. A lost deadlock is run again; any other database error fails
+        # the whole batch, and the connection is replaced before the next one.
+        psycopg = driver()
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = self._connect()
+                return self._transaction(self.conn, batch)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                if attempt == _RETRIES:
+                    raise InboxUnavailable(f"cannot write {self.target.shown}: {exc}") from exc
+                log.info("a write transaction lost a deadlock; running it again")
+            except psycopg.Error as exc:
+                self._disconnect()
+                message = f"cannot write {self.target.shown}: {_first_line(exc)}"
+                raise InboxUnavailable(message) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transaction(self, conn: Any, batch: list[_Op]) -> list[Any]:
+        psycopg = driver()
+        results: list[Any] = []
+        self.on_begin()
+        try:
+            conn.execute("BEGIN")
+            for op in batch:
+                try:
+                    results.append(op.fn(conn))
+                except psycopg.Error:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
+                    results.append(exc)
+            self.before_commit(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _connect(self) -> Any:
+        return self.target.connect(self.lock_timeout, "writer")
+
+    def _disconnect(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+def read_error(target: Target, exc: BaseException) -> InboxError:
+    """The error a failed read raises: unavailable when the connection failed."""
+    psycopg = driver()
+    message = f"reading {target.shown}: {_first_line(exc)}"
+    if isinstance(exc, psycopg.OperationalError):
+        return InboxUnavailable(message)
+    return InboxError(message)
+
+
+def claim_rows(conn: Any, owner: str, limit: int, now: float, until: float) -> list[Any]:
+    """Claim up to ``limit`` due entries for ``owner`` until ``until``, in one transaction.
+
+    Returns the claimed rows (`COLUMNS`) in id order. See `iotpush.inbox.postgres` for why the
+    order of each device's entries holds across processes.
+    """
+    params: dict[str, Any] = {"owner": owner, "now": now, "limit": limit}
+    with conn.transaction():
+        conn.execute(RELEASE_EXPIRED, (now,))
+        seen = conn.execute(CANDIDATES, params).fetchall()
+        if not seen:
+            return []
+        devices = sorted({device for _, device in seen if device is not None})
+        held = [row[0] for row in conn.execute(LOCK_DEVICES, (devices,))] if devices else []
+        # A statement begun after the locks were taken: it sees every claim of those devices
+        # committed by another process before.
+        rows = conn.execute(CANDIDATES_LOCKED, {**params, "devices": held}).fetchall()
+        ids = [id for id, _ in rows]
+        locked = {row[0] for row in conn.execute(LOCK_ROWS, (ids, now))}
+        chosen: list[int] = []
+        stopped: set[str] = set()
+        for id, device in rows:
+            # A row another transaction holds is skipped, and so are the later entries of its
+            # device: they must not overtake it.
+            if device is not None and device in stopped:
+                continue
+            if id in locked:
+                chosen.append(id)
+            elif device is not None:
+                stopped.add(device)
+        if not chosen:
+            return []
+        claimed: list[Any] = conn.execute(CLAIM_IDS, (owner, until, chosen)).fetchall()
+    return sorted(claimed, key=lambda row: row[0])

@@ -1,0 +1,195 @@
+"""The SQL of the PostgreSQL inbox: schema steps, statements, and ``?`` placeholders translated.
+
+Statements use psycopg's ``%s`` / ``%(name)s`` placeholders. The trackers' SQL (and any function
+given to `Inbox.transact`) uses ``?``: `translate` turns it into ``%s``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from .. import trackers
+from . import Selection
+from ._sqlite_sql import COLUMNS
+
+__all__ = [
+    "CANDIDATES",
+    "CANDIDATES_LOCKED",
+    "CLAIM_IDS",
+    "COLUMNS",
+    "INBOX_SCHEMA",
+    "INSERT",
+    "LOCK_DEVICES",
+    "LOCK_ROWS",
+    "OUTBOX_ADD",
+    "OUTBOX_TAKE",
+    "RELEASE_EXPIRED",
+    "TRACKER_LOCK",
+    "TRACKER_SCHEMA",
+    "translate",
+    "where",
+]
+
+# Text compares byte by byte, as in SQLite, whatever the database's default collation: paging
+# by id (`after`) and ordering give the same answers on both backends.
+_TEXT = re.compile(r"\bTEXT\b")
+
+INBOX_SCHEMA = _TEXT.sub(
+    'TEXT COLLATE "C"',
+    """
+CREATE TABLE IF NOT EXISTS inbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- never reused
+    received_at DOUBLE PRECISION NOT NULL,
+    type TEXT NOT NULL,
+    device TEXT,
+    key TEXT NOT NULL,
+    dedupe BYTEA UNIQUE,          -- digest of the slot while this entry holds it, else NULL
+    path TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    headers TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at DOUBLE PRECISION NOT NULL,
+    owner TEXT,
+    lease_until DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    last_error TEXT,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    last_duplicate_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed';
+CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
+    WHERE state IN ('pending', 'claimed');
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    field TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    headers TEXT NOT NULL
+);
+-- Entries a sink has not published yet: rows only while an inbox is opened with sinks.
+CREATE TABLE IF NOT EXISTS outbox (
+    sink TEXT NOT NULL,
+    id BIGINT NOT NULL,          -- the inbox entry
+    owner TEXT,                  -- who leases it for publishing, until lease_until
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (sink, id)
+);
+CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
+""",
+)
+
+TRACKER_SCHEMA = _TEXT.sub('TEXT COLLATE "C"', trackers.SCHEMA)
+
+INSERT = """
+INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at, state)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending')
+ON CONFLICT (dedupe) DO UPDATE
+    SET duplicates = inbox.duplicates + 1, last_duplicate_at = excluded.received_at
+    WHERE inbox.key = excluded.key AND inbox.received_at >= %s
+RETURNING id, duplicates
+"""
+
+OUTBOX_ADD = "INSERT INTO outbox (sink, id) SELECT sink, %s FROM unnest(%s::text[]) AS sink"
+
+# Free outbox entries: not leased, lease expired, or leased by the same owner (a retry). Rows
+# another process is taking are skipped: two processes never publish one entry at once.
+OUTBOX_TAKE = """
+UPDATE outbox SET owner = %(owner)s, lease_until = %(lease)s
+WHERE sink = %(sink)s AND id IN (
+    SELECT id FROM outbox WHERE sink = %(sink)s
+        AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s)
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+
+# Claims of owners that stopped renewing go back. Rows another transaction holds are left for
+# the next claim rather than waited for: a claim never waits for a row lock.
+RELEASE_EXPIRED = """
+UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL
+WHERE id IN (SELECT id FROM inbox WHERE state = 'claimed' AND lease_until < %s
+             FOR UPDATE SKIP LOCKED)
+"""
+
+# The SQLite CLAIM's rule: an entry is claimable unless an earlier entry of its device is held
+# by another owner or waits for a retry. ``devices`` (when given) narrows it to the devices this
+# transaction holds the lock of, and entries without a device.
+_RULE = """
+SELECT e.id, e.device FROM inbox AS e
+WHERE e.state = 'pending' AND e.due_at <= %(now)s {narrow} AND NOT EXISTS (
+    SELECT 1 FROM inbox AS x
+    WHERE x.device = e.device AND x.id < e.id AND x.state IN ('pending', 'claimed')
+      AND ((x.state = 'claimed' AND x.owner <> %(owner)s)
+           OR (x.state = 'pending' AND x.due_at > %(now)s)))
+ORDER BY e.id LIMIT %(limit)s
+"""
+CANDIDATES = _RULE.format(narrow="")
+CANDIDATES_LOCKED = _RULE.format(narrow="AND (e.device IS NULL OR e.device = ANY(%(devices)s))")
+
+# One lock per device, held until the claim commits: two processes never look at one device's
+# entries at the same time, and each sees what the other claimed. A device another claim holds
+# is skipped, as SKIP LOCKED skips rows.
+LOCK_DEVICES = """
+SELECT d FROM unnest(%s::text[]) AS d
+WHERE pg_try_advisory_xact_lock(hashtextextended(d, 7283))
+"""
+
+LOCK_ROWS = """
+SELECT id FROM inbox WHERE id = ANY(%s) AND state = 'pending' AND due_at <= %s
+FOR UPDATE SKIP LOCKED
+"""
+
+CLAIM_IDS = f"""
+UPDATE inbox SET state = 'claimed', owner = %s, lease_until = %s, attempts = attempts + 1
+WHERE id = ANY(%s) AND state = 'pending'
+RETURNING {COLUMNS}
+"""  # noqa: S608 - a constant: only the column list is interpolated
+
+# Tracker rows of one device or command may be written by several processes' transactions: they
+# take turns (in the order they reach this point), so their writes cannot deadlock each other.
+TRACKER_LOCK = "SELECT pg_advisory_xact_lock(7283, 1)"
+
+
+def where(sel: Selection) -> tuple[str, list[Any]]:
+    """A WHERE clause (``%s`` placeholders only) and its parameters for a selection."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, values in (("id", sel.ids), ("state", sel.states)):
+        if values is not None:
+            clauses.append(f"{column} = ANY(%s)")
+            params.append(list(values))
+    for column, value in (("type", sel.type), ("device", sel.device)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if sel.since is not None:
+        clauses.append("received_at >= %s")
+        params.append(sel.since)
+    if sel.until is not None:
+        clauses.append("received_at < %s")
+        params.append(sel.until)
+    return " AND ".join(clauses) or "TRUE", params
+
+
+# psycopg reads every ``%`` as a placeholder, even quoted; a ``?`` is one only outside quotes.
+_QUOTED_OR_MARK = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """``?`` placeholders (outside quoted strings and names) as ``%s``, and ``%`` as ``%%``."""
+
+    def replace(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "?":
+            return "%s"
+        return text.replace("%", "%%")
+
+    return _QUOTED_OR_MARK.sub(replace, sql)

@@ -1,0 +1,363 @@
+"""What only the PostgreSQL inbox does: migrations, several processes on one database, outages.
+
+The contract every backend keeps is `tests.test_inbox_contract` (PostgreSQL runs it too). Here:
+``iotpush db upgrade`` and ``status``, a server refusing an unmigrated schema, two inboxes on one
+database (two processes) claiming at once, a dead process's claims, dedupe across processes, and
+the 503 when the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from iotpush import Config, create_app
+from iotpush.cli import main
+from iotpush.exceptions import ConfigError, InboxUnavailable
+from iotpush.inbox import Entry, _migrations, open_inbox
+from iotpush.inbox.postgres import PostgresInbox
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, run, running, wait_until
+from tests.test_inbox_contract import FakeClock, incoming
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON = {"content-type": "application/json"}
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# migrations ----------------------------------------------------------------------------------
+
+
+def test_db_upgrade_twice_applies_once_and_records_the_version(postgres_url: str) -> None:
+    runner = CliRunner()
+    before = runner.invoke(main, ["db", "status", "--store", postgres_url])
+    first = runner.invoke(main, ["db", "upgrade", "--store", postgres_url])
+    second = runner.invoke(main, ["db", "upgrade", "--store", postgres_url])
+    after = runner.invoke(main, ["db", "status", "--store", postgres_url])
+
+    assert before.exit_code == 1
+    assert "schema version 0 of 1 (postgres)" in before.output
+    assert "pending 1: inbox, quarantine and tracker tables" in before.output
+    assert first.exit_code == 0, first.output
+    assert "applied 1: inbox, quarantine and tracker tables" in first.output
+    assert second.exit_code == 0, second.output
+    assert "applied" not in second.output
+    assert "is at schema version 1" in second.output
+    assert after.exit_code == 0
+    assert after.output.strip() == "schema version 1 of 1 (postgres)"
+    assert _migrations.status(postgres_url).up_to_date
+
+
+def test_db_upgrade_url_with_a_new_schema_creates_it(postgres_url: str) -> None:
+    url = postgres_url.rsplit("schema=", 1)[0] + "schema=" + postgres_url.rsplit("=", 1)[1] + "_b"
+    try:
+        applied = _migrations.upgrade(url)
+        assert [step.version for step in applied] == [1]
+        assert _migrations.status(url).current == 1
+    finally:
+        import psycopg
+
+        with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {url.rsplit('=', 1)[1]} CASCADE")
+
+
+def test_open_unmigrated_schema_refuses_naming_db_upgrade(postgres_url: str) -> None:
+    async def scenario() -> None:
+        async with PostgresInbox(postgres_url):
+            pass
+
+    with pytest.raises(ConfigError, match=r"has no iotpush schema: run `iotpush db upgrade"):
+        run(scenario())
+
+
+def test_serve_unmigrated_schema_exits_with_one_line_naming_db_upgrade(postgres_url: str) -> None:
+    command = [sys.executable, "-m", "iotpush.cli", "serve", "--store", postgres_url,
+               "--port", str(closed_port())]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "has no iotpush schema: run `iotpush db upgrade --store postgresql://" in lines[0]
+    assert _migrations.status(postgres_url).current == 0, "serve created the schema"
+
+
+def test_import_iotpush_does_not_import_the_driver() -> None:
+    code = "import sys, iotpush, iotpush.cli, iotpush.server; print('psycopg' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_open_inbox_without_the_driver_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from iotpush import open_inbox\n"
+        "from iotpush.exceptions import ConfigError\n"
+        "try:\n"
+        "    open_inbox('postgresql://127.0.0.1/test')\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == (
+        "PostgreSQL support needs the postgres extra: pip install 'iotpush[postgres]'"
+    )
+
+
+def test_store_url_schema_must_be_a_plain_name() -> None:
+    with pytest.raises(ConfigError, match="schema must be a plain SQL name"):
+        open_inbox("postgresql://127.0.0.1/test?schema=x;drop")
+
+
+def test_tracker_connection_translates_question_marks_outside_quotes(postgres_store: str) -> None:
+    from iotpush.inbox._postgres_db import Db, parse_url
+
+    with parse_url(postgres_store).connect() as conn:
+        row = Db(conn).execute("SELECT '?%', ?, 'it''s ?', ?", (1, "two")).fetchone()
+        bare = Db(conn).execute("SELECT '100%'").fetchone()
+    assert row == ("?%", 1, "it's ?", "two")
+    assert bare == ("100%",)
+
+
+def test_concurrent_appends_share_transactions(postgres_store: str) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> tuple[int, int, int]:
+        async with PostgresInbox(postgres_store, clock=clock) as inbox:
+            await asyncio.gather(*(inbox.append(incoming(clock, f"k{i}")) for i in range(200)))
+            return inbox.commits, inbox.writes, (await inbox.stats()).total
+
+    commits, writes, total = run(scenario())
+    assert (writes, total) == (200, 200)
+    assert commits < 20, "each append paid for a transaction of its own"
+
+
+# several processes on one database -----------------------------------------------------------
+
+
+def test_two_inboxes_claiming_at_once_keep_device_order_and_never_share_an_entry(
+    postgres_store: str,
+) -> None:
+    devices = [f"dev-{i}" for i in range(6)]
+    clock = FakeClock()
+    started: dict[int, str] = {}  # entry id -> the owner that began delivering it
+    acked: set[int] = set()
+    problems: list[str] = []
+
+    async def deliver(inbox: PostgresInbox, owner: str, entries: list[Entry]) -> None:
+        lanes: dict[str | None, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            lanes[entry.device].append(entry)
+        for lane in lanes.values():
+            for entry in lane:
+                earlier = [i for i in ids_by_device[entry.device] if i < entry.id]
+                if entry.device is not None and not set(earlier) <= acked:
+                    problems.append(f"{owner} began {entry.id} before {set(earlier) - acked}")
+                if entry.id in started:
+                    problems.append(f"{entry.id} handed to {started[entry.id]} and {owner}")
+                started[entry.id] = owner
+                await asyncio.sleep(random.random() / 500)  # the handler runs
+                acked.add(entry.id)  # it returned: the next entry of its device may begin
+                await inbox.ack([entry.id])
+
+    async def worker(inbox: PostgresInbox, owner: str, total: int) -> None:
+        while len(acked) < total:
+            entries = await inbox.claim(owner, random.randint(1, 12), 30.0)
+            if not entries:
+                await asyncio.sleep(0.002)
+                continue
+            await deliver(inbox, owner, entries)
+
+    ids_by_device: dict[str | None, list[int]] = defaultdict(list)
+
+    async def scenario() -> None:
+        async with (
+            PostgresInbox(postgres_store, clock=clock) as a,
+            PostgresInbox(postgres_store, clock=clock) as b,
+        ):
+            for n in range(240):
+                device = random.choice([*devices, None])
+                accepted = await (a if n % 2 else b).append(incoming(clock, f"k{n}", device=device))
+                ids_by_device[device].append(accepted.id)
+            await asyncio.wait_for(
+                asyncio.gather(worker(a, "owner-a", 240), worker(b, "owner-b", 240)), 60
+            )
+
+    run(scenario())
+    assert problems == []
+    assert sorted(started) == sorted(i for ids in ids_by_device.values() for i in ids)
+    assert set(started.values()) == {"owner-a", "owner-b"}, "one inbox did all the work"
+
+
+def test_claims_of_a_dead_process_return_when_their_lease_ends(postgres_store: str) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> tuple[list[int], list[int], list[int], list[Entry]]:
+        async with PostgresInbox(postgres_store, clock=clock) as survivor:
+            crashed = PostgresInbox(postgres_store, clock=clock)
+            await crashed.open()
+            ids = [(await crashed.append(incoming(clock, f"k{i}"))).id for i in range(3)]
+            held = [e.id for e in await crashed.claim("crashed", 2, 30.0)]
+            await crashed.close()  # as if killed: nothing given back
+            during = [e.id for e in await survivor.claim("survivor", 10, 30.0)]
+            clock.advance(31.0)
+            after = await survivor.claim("survivor", 10, 30.0)
+            return ids, held, during, after
+
+    ids, held, during, after = run(scenario())
+    assert held == ids[:2]
+    assert during == [], "the later entry overtook the dead process's claims"
+    assert [e.id for e in after] == ids
+    assert [e.attempts for e in after] == [2, 2, 1]
+    assert {e.owner for e in after} == {"survivor"}
+
+
+def test_same_push_to_two_processes_at_once_is_kept_once(postgres_store: str) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> list[tuple[int, bool]]:
+        async with (
+            PostgresInbox(postgres_store, clock=clock) as a,
+            PostgresInbox(postgres_store, clock=clock) as b,
+        ):
+            pushes = [a.append(incoming(clock, f"k{i % 10}")) for i in range(20)]
+            pushes += [b.append(incoming(clock, f"k{i % 10}")) for i in range(20)]
+            accepted = await asyncio.gather(*pushes)
+            stats = await a.stats()
+            assert stats.total == 10
+            assert stats.duplicates == 30
+            return [(x.id, x.duplicate) for x in accepted]
+
+    accepted = run(scenario())
+    kept = {id for id, duplicate in accepted if not duplicate}
+    assert len(kept) == 10
+    assert {id for id, _ in accepted} == kept
+
+
+def test_two_inboxes_taking_the_outbox_at_once_never_take_one_entry_twice(
+    postgres_store: str,
+) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        async with (
+            PostgresInbox(postgres_store, clock=clock, outbox=["nats:s"]) as a,
+            PostgresInbox(postgres_store, clock=clock, outbox=["nats:s"]) as b,
+        ):
+            ids = [(await a.append(incoming(clock, f"k{i}"))).id for i in range(60)]
+            taken_a: list[int] = []
+            taken_b: list[int] = []
+
+            async def take(inbox: PostgresInbox, owner: str, into: list[int]) -> None:
+                for _ in range(30):
+                    taken = [e.id for e in await inbox.unpublished("nats:s", owner, 3, 30.0)]
+                    into += taken
+                    await inbox.published("nats:s", taken)
+
+            await asyncio.gather(take(a, "a", taken_a), take(b, "b", taken_b))
+            return ids, taken_a, taken_b
+
+    ids, taken_a, taken_b = run(scenario())
+    assert not set(taken_a) & set(taken_b)
+    assert sorted({*taken_a, *taken_b}) == ids
+
+
+def test_cli_operator_commands_work_on_a_postgres_store(postgres_store: str) -> None:
+    clock = FakeClock()
+
+    async def fill() -> None:
+        async with PostgresInbox(postgres_store, clock=clock) as inbox:
+            for i in range(3):
+                await inbox.append(incoming(clock, f"k{i}", type="deviceAdded"))
+
+    run(fill())
+    runner = CliRunner()
+    stats = runner.invoke(main, ["inbox", "stats", "--store", postgres_store])
+    listed = runner.invoke(main, ["inbox", "ls", "--store", postgres_store])
+    assert stats.exit_code == 0, stats.output
+    assert "pending" in stats.output and "3" in stats.output
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("deviceAdded") == 3
+
+
+# outages -------------------------------------------------------------------------------------
+
+
+def test_open_unreachable_database_raises_unavailable() -> None:
+    async def scenario() -> None:
+        async with PostgresInbox(f"postgresql://127.0.0.1:{closed_port()}/test", busy_timeout=1):
+            pass
+
+    with pytest.raises(InboxUnavailable, match=r"cannot connect to postgresql://127\.0\.0\.1"):
+        run(scenario())
+
+
+def test_server_answers_503_when_its_connection_is_lost_then_reconnects(
+    postgres_store: str,
+) -> None:
+    import psycopg
+
+    recorder = Recorder()
+    app = create_app(Config(receiver=recorder, store=postgres_store))
+    body = EXAMPLES["04-deviceDataChanged"]
+    with running(app) as url:
+        first = httpx.post(url + RECEIVE, content=body, headers=JSON, timeout=10)
+        recorder.wait_for(1)
+        server = postgres_store.split("?")[0]
+        schema = postgres_store.rsplit("schema=", 1)[1]
+        with psycopg.connect(server, autocommit=True) as admin:
+            states = f"SELECT state FROM {schema}.inbox"  # its ack written: the writer is idle
+            wait_until(lambda: admin.execute(states).fetchall() == [("done",)], what="the ack")
+            # The database drops the writer's session (a restart, a failover, an admin).
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"iotpush writer {schema}",),
+            ).fetchall()
+        retried = EXAMPLES["01-deviceAdded"]
+        lost = httpx.post(url + RECEIVE, content=retried, headers=JSON, timeout=10)
+        again = httpx.post(url + RECEIVE, content=retried, headers=JSON, timeout=10)
+        recorder.wait_for(2)
+    assert first.status_code == 200
+    assert killed, "no writer session found to end"
+    assert lost.status_code == 503
+    assert lost.headers["retry-after"] == "5"
+    assert again.status_code == 200
+    assert app.counters["503"] == 1
+    assert [n.raw for n in recorder.seen] == [body, retried]
+
+
+def test_env_required_services_make_an_unreachable_server_fail(tmp_path: Path) -> None:
+    test = tmp_path / "test_needs_postgres.py"
+    test.write_text(
+        "from tests.conftest import postgres_server\ndef test_it():\n    postgres_server()\n"
+    )
+    env = {**os.environ, "IOTPUSH_TEST_POSTGRES": f"postgresql://127.0.0.1:{closed_port()}/x",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    outcomes = {}
+    for required in ("0", "1"):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test),
+             "--rootdir", str(tmp_path), "-c", os.devnull],
+            env={**env, "IOTPUSH_REQUIRE_SERVICES": required}, capture_output=True, text=True,
+            cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        outcomes[required] = done.stdout
+    assert "1 skipped" in outcomes["0"]
+    assert "1 failed" in outcomes["1"]
+    assert "start it or set IOTPUSH_TEST_POSTGRES=" in outcomes["1"]
