@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-pg clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)  ## the benchmark: iotpush vs bare ASGI vs the vendor pattern, 3
 
 bench-quick: $(STAMP)  ## a few seconds per config, for development
 	$(PY) benchmarks/run.py --quick
+
+bench-pg: $(STAMP)  ## iotpush on PostgreSQL, one process and two sharing the port, vs bare ASGI
+	$(PY) benchmarks/run.py --configs iotpush-pg,iotpush-pg2,baseline
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300

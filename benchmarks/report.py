@@ -148,23 +148,25 @@ def _mb(value: float | None) -> str:
 def table(summary: dict[str, dict[str, Any]]) -> str:
     """The results as a fixed-width text table, one row per config, and iotpush's end to end."""
     head = (
-        f"{'config':<9}{'req/s':>9}{'ok/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+        f"{'config':<12}{'req/s':>9}{'ok/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
         f"{'errors':>8}{'x base':>8}{'x legacy':>9}{'peak RSS':>10}"
     )
     lines = [head, "-" * len(head)]
     for config, r in summary.items():
         lines.append(
-            f"{config:<9}{_num(r['rps'], ',.0f', 9)}{_num(r['ok_rps'], ',.0f', 9)}"
+            f"{config:<12}{_num(r['rps'], ',.0f', 9)}{_num(r['ok_rps'], ',.0f', 9)}"
             f"{_num(r['p50'], '.2f', 8)}{_num(r['p99'], '.2f', 8)}{_num(r['max'], '.1f', 8)}"
             f"{_num(r['errors'], ',.0f', 8)}{_num(r['x_baseline'], '.2f', 8)}"
             f"{_num(r['x_legacy'], '.2f', 9)}{_mb(r['peak_rss']).rjust(10)}"
         )
-    e = summary.get("iotpush", {}).get("e2e")
-    if e:
+    for config, r in summary.items():
+        e = r.get("e2e")
+        if not e:
+            continue
         share = (e["handled"] or 0) / e["accepted"] if e["accepted"] else 0.0
         lines += [
             "",
-            f"iotpush end to end: handled {_num(e['handled'], ',.0f', 0)} of "
+            f"{config} end to end: handled {_num(e['handled'], ',.0f', 0)} of "
             f"{_num(e['accepted'], ',.0f', 0)} accepted ({share:.1%}); "
             f"{_num(e['handled_during'], ',.0f', 0)} while loading, "
             f"{_num(e['backlog_at_end'], ',.0f', 0)} waiting at load end, "

@@ -29,10 +29,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks import bodies, report
 from benchmarks.servers import (
+    ALL_CONFIGS,
     CONFIGS,
+    IOTPUSH_CONFIGS,
     BenchError,
     ConfigName,
     Server,
+    count_at,
     iotpush_command,
     pinning,
 )
@@ -55,6 +58,7 @@ class Bench:
     connections: int
     drain_timeout: float
     iotpush_env: dict[str, str]
+    postgres: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +67,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="benchmarks/run.py", description=(__doc__ or "").splitlines()[0]
     )
     p.add_argument(
-        "--configs", default=",".join(CONFIGS), help="comma-separated configs to run [%(default)s]"
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated configs to run, of {', '.join(ALL_CONFIGS)} [%(default)s]",
+    )
+    p.add_argument(
+        "--postgres",
+        default=os.environ.get("IOTPUSH_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/test"),
+        help="PostgreSQL server of the iotpush-pg configs (a schema per run) [%(default)s]",
     )
     p.add_argument("--quick", action="store_true", help="1 round of 3 s per config")
     p.add_argument("--rounds", type=int, default=None, help="rounds per config [3; quick: 1]")
@@ -107,9 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.soak is not None and (args.soak <= 0 or (args.rate is not None and args.rate <= 0)):
         p.error("--soak and --rate must be positive")
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
+    unknown = [c for c in names if c not in ALL_CONFIGS]
     if unknown or not names:
-        p.error(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        p.error(f"unknown config(s) {unknown}; choose from {', '.join(ALL_CONFIGS)}")
     args.config_list = list(dict.fromkeys(names))
     return args
 
@@ -118,19 +129,6 @@ def plan(configs: list[ConfigName], rounds: int) -> list[tuple[int, ConfigName]]
     """(round, config) in run order: the order reverses every round, so no config always
     runs first (cold caches) or last (a warm, tired machine)."""
     return [(r, c) for r in range(rounds) for c in (configs if r % 2 == 0 else configs[::-1])]
-
-
-def count_at(timeline: list[list[float]], moment: float, default: int) -> int:
-    """How many were handled at ``moment``, interpolated from (time, count) points."""
-    before = [p for p in timeline if p[0] <= moment]
-    after = [p for p in timeline if p[0] > moment]
-    if not before:
-        return default if not after else 0
-    t0, c0 = before[-1]
-    if not after:
-        return int(c0)
-    t1, c1 = after[0]
-    return int(c0 + (c1 - c0) * (moment - t0) / (t1 - t0))
 
 
 def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float) -> dict[str, Any]:
@@ -173,8 +171,10 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
 
 def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
     """Start ``config``, load it, measure it, stop it: one run."""
-    env = bench.iotpush_env if config == "iotpush" else {}
-    server = Server.start(config, bench.workroot / f"{config}-{round_}", bench.server_pin, env)
+    iotpush = config in IOTPUSH_CONFIGS
+    env = bench.iotpush_env if iotpush else {}
+    workdir = bench.workroot / f"{config}-{round_}"
+    server = Server.start(config, workdir, bench.server_pin, env, postgres=bench.postgres)
     try:
         load, wrk_report = run_wrk(
             bench.wrk,
@@ -185,13 +185,11 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
             bench.load_pin,
         )
         load_end = time.time()
-        e2e = (
-            end_to_end(server, load, load_end, bench.drain_timeout) if config == "iotpush" else None
-        )
+        e2e = end_to_end(server, load, load_end, bench.drain_timeout) if iotpush else None
         memory = server.memory()
         problems = []
-        if server.process.poll() is not None:
-            problems.append(f"the server exited during the run (code {server.process.returncode})")
+        if server.exited:
+            problems.append(f"the server exited during the run (code {server.exited[0]})")
         if load.requests == 0:
             problems.append(f"the server answered no request in {bench.duration:g} s")
         elif load.errors and (config != "legacy" or load.errors != load.errors_by_kind["status"]):
@@ -294,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     soak = args.soak is not None
     try:
-        if soak or "iotpush" in args.config_list:
+        if soak or IOTPUSH_CONFIGS.intersection(args.config_list):
             iotpush_command()
         wrk = "" if soak and args.rate else ensure_wrk()
     except BenchError as exc:
@@ -314,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         args.connections,
         args.drain_timeout,
         {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {},
+        args.postgres,
     )
     started = time.time()
     meta = {

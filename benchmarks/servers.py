@@ -7,6 +7,7 @@ with SIGTERM, then SIGKILL to its whole process group after a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,8 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
-ConfigName = Literal["iotpush", "baseline", "legacy"]
+ConfigName = Literal["iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2"]
 CONFIGS: tuple[ConfigName, ...] = ("iotpush", "baseline", "legacy")
+"""The configs run by default."""
+ALL_CONFIGS: tuple[ConfigName, ...] = (*CONFIGS, "iotpush-pg", "iotpush-pg2")
+IOTPUSH_CONFIGS: frozenset[str] = frozenset(("iotpush", "iotpush-pg", "iotpush-pg2"))
+"""The configs that are iotpush, with handlers to count and an inbox to measure."""
+POSTGRES_PROCESSES = {"iotpush-pg": 1, "iotpush-pg2": 2}
 
 
 class BenchError(Exception):
@@ -63,12 +69,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command_for(config: ConfigName, port: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
-    """The command line of ``config`` on ``port``, and the extra environment it needs."""
+def command_for(
+    config: ConfigName, port: int, workdir: Path, store: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The command line of ``config`` on ``port``, and the extra environment it needs.
+
+    The iotpush configs keep their inbox in ``store`` (default: a SQLite file in ``workdir``).
+    """
     python = sys.executable
     host = "127.0.0.1"
-    if config == "iotpush":
-        store = f"sqlite:///{workdir / 'bench.db'}"
+    if config in IOTPUSH_CONFIGS:
         cmd = [
             iotpush_command(),
             "serve",
@@ -78,12 +88,14 @@ def command_for(config: ConfigName, port: int, workdir: Path) -> tuple[list[str]
             "--port",
             str(port),
             "--store",
-            store,
+            store or f"sqlite:///{workdir / 'bench.db'}",
             "--synchronous",
             "full",
             "--log-level",
             "warning",
         ]
+        if config in POSTGRES_PROCESSES:
+            cmd.append("--reuse-port")
         return cmd, {"IOTPUSH_BENCH_STATS": str(workdir / "stats.json")}
     if config == "baseline":
         cmd = [
@@ -131,13 +143,15 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 @dataclass
 class Server:
-    """One running server process (and its children, for gunicorn)."""
+    """One running server: its process (and children, for gunicorn), or for ``iotpush-pg2`` two
+    processes sharing the port."""
 
     config: ConfigName
     port: int
     workdir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    processes: list[subprocess.Popen[bytes]]
+    log_paths: list[Path]
+    store: Store | None = None
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -148,42 +162,67 @@ class Server:
         pin: list[str],
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        postgres: str | None = None,
     ) -> Server:
         """Start ``config`` in ``workdir`` (``env`` added) and wait until it accepts connections.
+
+        The PostgreSQL configs get a fresh schema of ``postgres`` (migrated with
+        ``iotpush db upgrade``), dropped when the server stops.
 
         Raises:
             BenchError: It exited, or did not listen within ``ready_timeout`` seconds.
         """
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        cmd, extra = command_for(config, port, workdir)
-        log_path = workdir / "server.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [*pin, *cmd],
-                cwd=ROOT,
-                env=_clean_env({**extra, **(env or {})}),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = cls(config, port, workdir, process, log_path)
+        count = POSTGRES_PROCESSES.get(config, 1)
+        store = Store.create(postgres, workdir) if config in POSTGRES_PROCESSES else None
+        server = cls(config, port, workdir, [], [], store)
         try:
-            server._wait_ready(ready_timeout)
+            for i in range(count):
+                cmd, extra = command_for(config, port, workdir, store and store.url)
+                if count > 1:  # each its own score file and log; the bench adds them up
+                    extra["IOTPUSH_BENCH_STATS"] = str(workdir / f"stats-{i}.json")
+                    cmd[cmd.index("--log-level") + 1] = "info"  # says when it listens
+                server._spawn([*pin, *cmd], {**extra, **(env or {})}, f"server-{i}.log")
+                # One at a time: a second server must listen before the load connects, or the
+                # first takes every connection.
+                server._wait_ready(server.processes[-1], ready_timeout, shared=count > 1)
         except BaseException:
             server.stop()
             raise
         return server
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_name: str) -> None:
+        log_path = self.workdir / log_name
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=_clean_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        self.log_paths.append(log_path)
+
+    def _wait_ready(
+        self, process: subprocess.Popen[bytes], timeout: float, *, shared: bool = False
+    ) -> None:
         deadline = time.monotonic() + timeout
+        log_path = self.log_paths[self.processes.index(process)]
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise BenchError(
-                    f"{self.config} exited with code {self.process.returncode} before listening:"
+                    f"{self.config} exited with code {process.returncode} before listening:"
                     f"\n{self.log_tail()}"
                 )
+            if shared:  # the port answers already: only the server's log tells it listens too
+                if b"Application startup complete" in log_path.read_bytes():
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -192,39 +231,62 @@ class Server:
         raise BenchError(f"{self.config} did not listen on port {self.port} within {timeout:.0f} s")
 
     @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The (first) server process."""
+        return self.processes[0]
+
+    @property
+    def exited(self) -> list[int]:
+        """Exit codes of the server processes that are gone."""
+        return [code for p in self.processes if (code := p.poll()) is not None]
+
+    @property
     def url(self) -> str:
         """The server's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
     def log_tail(self, lines: int = 15) -> str:
-        """The last ``lines`` lines the server wrote."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        """The last ``lines`` lines each server process wrote."""
+        tails = []
+        for log_path in self.log_paths:
+            try:
+                text = log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            tails.append("\n".join(text.splitlines()[-lines:]))
+        return "\n---\n".join(tails)
 
     def memory(self) -> dict[str, int]:
-        """Resident memory of the server's process tree in bytes: ``rss`` now, ``hwm`` peak.
+        """Resident memory of the server's process trees in bytes: ``rss`` now, ``hwm`` peak.
 
-        For several processes (gunicorn's arbiter and worker) the figures are sums.
+        For several processes (gunicorn's arbiter and worker, two iotpush servers) the figures
+        are sums.
         """
         total = {"rss": 0, "hwm": 0}
-        for pid in process_tree(self.process.pid):
-            for key, value in read_status(pid).items():
-                total[key] += value
+        for process in self.processes:
+            for pid in process_tree(process.pid):
+                for key, value in read_status(pid).items():
+                    total[key] += value
         return total
 
     def stats(self) -> dict[str, Any] | None:
-        """What ``noop_receiver`` last wrote (iotpush only), or None if not yet there."""
-        try:
-            data: dict[str, Any] = json.loads((self.workdir / "stats.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return data
+        """What ``noop_receiver`` last wrote (iotpush only), or None if not yet there; for two
+        processes, their scores added up."""
+        names = ["stats.json"] if len(self.processes) == 1 else [
+            f"stats-{i}.json" for i in range(len(self.processes))
+        ]  # fmt: skip
+        scores = []
+        for name in names:
+            try:
+                scores.append(json.loads((self.workdir / name).read_text()))
+            except (OSError, ValueError):
+                return None
+        return scores[0] if len(scores) == 1 else merge_scores(scores)
 
     def inbox_bytes(self) -> int:
-        """Size of the SQLite inbox: the database file plus its write-ahead log."""
+        """Size of the inbox: the SQLite file plus its write-ahead log, or the PostgreSQL schema."""
+        if self.store is not None:
+            return self.store.size()
         total = 0
         for name in ("bench.db", "bench.db-wal"):
             try:
@@ -234,21 +296,124 @@ class Server:
         return total
 
     def stop(self, grace: float = 20.0) -> int | None:
-        """SIGTERM, wait up to ``grace`` s, then SIGKILL the process group; the exit code."""
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(signal.SIGTERM)
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left of the group we started (gunicorn workers)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGTERM, wait up to ``grace`` s, then SIGKILL the process groups; the (first) exit code.
+
+        A PostgreSQL schema made for the run is dropped.
+        """
+        codes = [_stop(process, grace) for process in self.processes]
+        if self.store is not None:
+            self.store.drop()
+        return codes[0] if codes else None
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float) -> int | None:
+    if process.poll() is None:
         try:
-            return self.process.wait(5)
+            process.send_signal(signal.SIGTERM)
+            process.wait(grace)
         except subprocess.TimeoutExpired:
-            return None
+            pass
+    try:  # whatever is left of the group we started (gunicorn workers)
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        return process.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def merge_scores(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scores of several ``noop_receiver`` processes as one: counts added, the timeline
+    summed at every moment any of them recorded."""
+    firsts = [s["first_at"] for s in scores if s.get("first_at")]
+    lasts = [s["last_at"] for s in scores if s.get("last_at")]
+    moments = sorted({t for s in scores for t, _ in s.get("timeline", [])})
+    timeline = [[t, sum(count_at(s.get("timeline", []), t, 0) for s in scores)] for t in moments]
+    return {
+        "count": sum(int(s["count"]) for s in scores),
+        "first_at": min(firsts, default=None),
+        "last_at": max(lasts, default=None),
+        "delays": [d for s in scores for d in s.get("delays", [])],
+        "timeline": timeline,
+    }
+
+
+def count_at(timeline: list[list[float]], moment: float, default: int) -> int:
+    """How many were handled at ``moment``, interpolated from (time, count) points."""
+    before = [p for p in timeline if p[0] <= moment]
+    after = [p for p in timeline if p[0] > moment]
+    if not before:
+        return default if not after else 0
+    t0, c0 = before[-1]
+    if not after:
+        return int(c0)
+    t1, c1 = after[0]
+    return int(c0 + (c1 - c0) * (moment - t0) / (t1 - t0))
+
+
+@dataclass
+class Store:
+    """A PostgreSQL schema of its own for one run, migrated by ``iotpush db upgrade``."""
+
+    server: str
+    schema: str
+
+    @property
+    def url(self) -> str:
+        """The store URL ``iotpush serve --store`` takes."""
+        return f"{self.server}{'&' if '?' in self.server else '?'}schema={self.schema}"
+
+    @classmethod
+    def create(cls, server: str | None, workdir: Path) -> Store:
+        """Create the schema and its tables.
+
+        Raises:
+            BenchError: No PostgreSQL URL, or it does not answer, or the upgrade fails.
+        """
+        if not server:
+            raise BenchError("the PostgreSQL configs need --postgres URL")
+        store = cls(server, f"iotpush_bench_{os.getpid()}_{workdir.name}".replace("-", "_"))
+        try:
+            store._execute(f'CREATE SCHEMA "{store.schema}"')
+        except Exception as exc:  # psycopg missing, or the server does not answer
+            raise BenchError(f"cannot use PostgreSQL at {server}: {exc}") from exc
+        done = subprocess.run(
+            [iotpush_command(), "db", "upgrade", "--store", store.url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            store.drop()
+            raise BenchError(f"iotpush db upgrade failed: {done.stderr.strip() or done.stdout}")
+        return store
+
+    def _execute(self, sql: str) -> Any:
+        import psycopg  # the postgres extra; only these configs need it
+
+        with psycopg.connect(self.server, autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(sql)  # type: ignore[arg-type]
+            row = cursor.fetchone() if cursor.description else None
+            return None if row is None else row[0]
+
+    def size(self) -> int:
+        """Bytes of every table and index of the schema."""
+        sql = (
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            f" WHERE n.nspname = '{self.schema}' AND c.relkind = 'r'"  # our own schema name
+        )
+        try:
+            return int(self._execute(sql))
+        except Exception:  # a size we cannot read is not worth failing a run
+            return 0
+
+    def drop(self) -> None:
+        """Drop the schema and everything in it."""
+        # Left behind at worst: its name says which bench made it.
+        with contextlib.suppress(Exception):
+            self._execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
 def process_tree(pid: int) -> list[int]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks import bodies, report
+from benchmarks import bodies, report, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,3 +51,16 @@ def test_ladder_small_run_prints_every_step() -> None:
 )
 def test_report_percentile_cases(values: list[float], q: float, expected: float | None) -> None:
     assert report.percentile(values, q) == expected
+
+
+def test_merge_scores_adds_counts_and_sums_timelines_at_every_moment() -> None:
+    a = {"count": 10, "first_at": 1.0, "last_at": 5.0, "delays": [0.1],
+         "timeline": [[1.0, 0], [3.0, 10]]}  # fmt: skip
+    b = {"count": 4, "first_at": 2.0, "last_at": 6.0, "delays": [0.2, 0.3],
+         "timeline": [[2.0, 0], [4.0, 4]]}  # fmt: skip
+    merged = servers.merge_scores([a, b])
+    assert merged["count"] == 14
+    assert (merged["first_at"], merged["last_at"]) == (1.0, 6.0)
+    assert sorted(merged["delays"]) == [0.1, 0.2, 0.3]
+    # At 3.0: a has 10, b is halfway from 0 to 4.
+    assert merged["timeline"] == [[1.0, 0], [2.0, 5], [3.0, 12], [4.0, 14]]

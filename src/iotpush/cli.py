@@ -259,6 +259,11 @@ def main() -> None:
     type=COUNT,
     help="Bytes kept of each refused body (0: all).",
 )
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="Let several servers listen on one port (SO_REUSEPORT); needs a PostgreSQL store.",
+)
 def serve(receiver: str | None, **options: Any) -> None:
     """Run the receiver. RECEIVER is MODULE:ATTR; without one, notifications are printed as JSON."""
     options["synchronous"] = options["synchronous"].upper()

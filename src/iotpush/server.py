@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import importlib
 import ipaddress
+import socket
 import ssl
 import sys
 import time
@@ -81,6 +83,7 @@ class Config:
     limit_concurrency: int | None = None
     quarantine_max_rows: int | None = 100_000
     quarantine_max_body: int = DEFAULT_QUARANTINE_MAX_BODY
+    reuse_port: bool = False
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
@@ -111,6 +114,9 @@ class Config:
             raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
         if not self.signature_tolerance > 0:
             raise ConfigError("--signature-tolerance must be above 0 seconds")
+        if self.reuse_port and not self.store.startswith(("postgresql:", "postgres:")):
+            # A SQLite file serves one process (its lock file says so): a second would not start.
+            raise ConfigError("--reuse-port needs a shared store (--store postgresql://...)")
         _check_limits(self)
         _access_controls(self)
 
@@ -326,4 +332,33 @@ def run(config: Config) -> None:
     # iotpush's own messages go where uvicorn's go, in the same format.
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["iotpush"] = {"handlers": ["default"], "level": config.log_level.upper()}
-    uvicorn.run(app, log_config=log_config, **uvicorn_options(config))
+    if not config.reuse_port:
+        uvicorn.run(app, log_config=log_config, **uvicorn_options(config))
+        return
+    # As uvicorn.run, but on a socket other servers share.
+    server = uvicorn.Server(uvicorn.Config(app, log_config=log_config, **uvicorn_options(config)))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[_shared_socket(config.host, config.port)])
+    if not server.started:
+        sys.exit(3)  # uvicorn's exit status for a failed startup
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` that other processes may bind too (``SO_REUSEPORT``):
+    the kernel spreads new connections over every process listening on it.
+
+    Raises:
+        ConfigError: The address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
