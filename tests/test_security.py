@@ -12,7 +12,7 @@ import pytest
 import trustme
 from click.testing import CliRunner
 
-from iotpush import Config, ConfigError, create_app
+from iotpush import Config, ConfigError, create_app, testing
 from iotpush.cli import main
 from iotpush.server import uvicorn_options
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, running
@@ -155,3 +155,43 @@ def test_cli_api_token_from_its_environment_variable(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(main, ["serve", "--store", "memory://"])
     assert result.exit_code == 1
     assert "at least 16 characters" in result.output
+
+
+def test_access_log_with_path_token_masks_the_token(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_until
+
+    token = "s3cret-Path-Token-0123"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "server.log"
+    command = [
+        sys.executable, "-m", "iotpush.cli", "serve", "--port", str(port),
+        "--store", f"sqlite:///{tmp_path / 'db.sqlite'}", "--path-token", token, "--access-log",
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parent.parent
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=root, env=os.environ.copy(), stdout=out, stderr=out)
+    try:
+        wait_until(lambda: b"Application startup complete" in log.read_bytes(), timeout=20)
+        url = f"http://127.0.0.1:{port}"
+        body = testing.encode(testing.build("deviceDataChanged"))
+        headers = {"content-type": "application/json"}
+        ok = httpx.post(f"{url}/{token}{RECEIVE}?x=1", content=body, headers=headers)
+        guess = httpx.post(f"{url}/{token[:-1]}X{RECEIVE}", content=body, headers=headers)
+        health = httpx.get(f"{url}/health")
+        assert (ok.status_code, guess.status_code, health.status_code) == (200, 404, 200)
+        wait_until(lambda: log.read_text().count('HTTP/1.1" ') >= 3, timeout=10)
+    finally:
+        server.terminate()
+        server.wait(20)
+    text = log.read_text()
+    assert token not in text and token[:-1] not in text
+    assert f'"POST /***{RECEIVE}?x=1 HTTP/1.1" 200' in text
+    assert f'"POST /***{RECEIVE} HTTP/1.1" 404' in text
+    assert '"GET /health HTTP/1.1" 200' in text

@@ -348,6 +348,15 @@ class App:
         rest = self.path_token.split(path)[1]
         return "/***" + rest if self._route(rest) is not None else None
 
+    def loggable_path(self, path: str) -> str:
+        """``path`` as it may be written to a log: with a path token, a first segment in front of a
+        receive path is masked (the token, or a guess that may be close to it)."""
+        if self.path_token is None:
+            return path
+        path, mark, query = path.partition("?")
+        masked = self._token_failure(path) if self._route(path) is None else None
+        return (masked or path) + mark + query
+
     async def _deny(
         self, scope: Scope, receive: Receive, send: Send, path: str, refused: _Refused
     ) -> None:

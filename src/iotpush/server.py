@@ -8,11 +8,12 @@ import copy
 import dataclasses
 import importlib
 import ipaddress
+import logging
 import socket
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -332,6 +333,11 @@ def run(config: Config) -> None:
     # iotpush's own messages go where uvicorn's go, in the same format.
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["iotpush"] = {"handlers": ["default"], "level": config.log_level.upper()}
+    if config.path_token and config.access_log:  # the token is a secret: never in the log
+        log_config.setdefault("filters", {})["mask_paths"] = {
+            "()": _MaskPaths, "mask": app.loggable_path
+        }  # fmt: skip
+        log_config["loggers"]["uvicorn.access"]["filters"] = ["mask_paths"]
     if not config.reuse_port:
         uvicorn.run(app, log_config=log_config, **uvicorn_options(config))
         return
@@ -341,6 +347,20 @@ def run(config: Config) -> None:
         server.run(sockets=[_shared_socket(config.host, config.port)])
     if not server.started:
         sys.exit(3)  # uvicorn's exit status for a failed startup
+
+
+class _MaskPaths(logging.Filter):
+    """Rewrites the path of uvicorn's access log records (``%s - "%s %s HTTP/%s" %d``)."""
+
+    def __init__(self, mask: Callable[[str], str]) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], self.mask(args[2]), *args[3:])
+        return True
 
 
 def _shared_socket(host: str, port: int) -> socket.socket:
