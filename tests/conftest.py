@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import uvicorn
@@ -125,6 +125,25 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def quarantined(store: str) -> list[Any]:
+    """The refusals the inbox at ``store`` keeps, the first 1000."""
+
+    async def read() -> list[Any]:
+        async with iotpush.open_inbox(store) as inbox:
+            return await inbox.quarantined(limit=1000)
+
+    result: list[Any] = run(read())
+    return result
+
+
+def service_missing(message: str) -> NoReturn:
+    """Skip the test for a service that does not answer; fail it where services are required
+    (``IOTPUSH_REQUIRE_SERVICES=1``, CI)."""
+    if os.environ.get("IOTPUSH_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 # PostgreSQL ----------------------------------------------------------------------------------
 
 POSTGRES_DEFAULT = "postgresql://127.0.0.1:5432/test"
@@ -150,9 +169,7 @@ def postgres_server() -> str:
             f"PostgreSQL not reachable at {url} ({problem}); start it or set "
             "IOTPUSH_TEST_POSTGRES=postgresql://HOST:PORT/DB"
         )
-        if os.environ.get("IOTPUSH_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing(message)
     return url
 
 
@@ -207,8 +224,10 @@ __all__ = [
     "example_path",
     "iotpush",
     "postgres_server",
+    "quarantined",
     "run",
     "running",
+    "service_missing",
     "tracker_db",
     "wait_until",
 ]

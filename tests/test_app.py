@@ -9,19 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from iotpush import DeviceDataChanged, Receiver, open_inbox
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, example_path, run, wait_until
+from iotpush import DeviceDataChanged, Receiver
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, example_path, quarantined, wait_until
 
 JSON = {"content-type": "application/json"}
-
-
-def quarantined(db: str) -> list[Any]:
-    async def read() -> list[Any]:
-        async with open_inbox(db) as inbox:
-            return await inbox.quarantined(limit=1000)
-
-    result: list[Any] = run(read())
-    return result
 
 
 def test_every_example_is_answered_ok_and_delivered_typed(serve: Callable[..., Any]) -> None:

@@ -9,57 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import psycopg
 
 from iotpush import testing
-from tests.conftest import wait_until
-from tests.test_durability import (
-    JSON,
-    ROOT,
+from tests._servers import (
     Push,
     Server,
+    acknowledged,
     free_port,
     ledger_lines,
     push,
-    wait_ready,
+    serve_ledger,
 )
+from tests.conftest import wait_until
 
 LEASE = "3s"  # a killed server's claims return after this
 
 
-@contextlib.contextmanager
-def serving(tmp_path: Path, port: int, *, store: str, ledger: Path, name: str) -> Iterator[Server]:
-    """``iotpush serve`` on ``store`` as a subprocess, ready to answer; killed on the way out."""
-    log = tmp_path / f"{name}.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "LEDGER": str(ledger),
-        "LEDGER_DELAY": "0.02",  # a device's pushes pile up: both servers find work of it
-    }
-    command = [
-        sys.executable, "-m", "iotpush.cli", "serve", "tests.ledger_receiver:receiver",
-        "--port", str(port), "--store", store, "--lease", LEASE, "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_ready(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
+def serving(
+    tmp_path: Path, port: int, *, store: str, ledger: Path, name: str
+) -> contextlib.AbstractContextManager[Server]:
+    """`serve_ledger` on ``store`` with a short lease."""
+    return serve_ledger(
+        tmp_path, port, "--lease", LEASE, store=store, ledger=ledger,
+        delay=0.02,  # a device's pushes pile up: both servers find work of it
+        name=name,
+    )  # fmt: skip
 
 
 def reports(count: int, devices: int) -> list[Push]:
@@ -94,12 +75,7 @@ async def post_by_device(
         async def worker(lane: list[Push]) -> None:
             for n, item in enumerate(lane):
                 url = urls[n % len(urls)]
-                try:
-                    answer = await client.post(url + item.path, content=item.body, headers=JSON)
-                except httpx.TransportError:
-                    refused.append(item)
-                    continue
-                if answer.status_code != 200:
+                if not await acknowledged(client, url + item.path, item):
                     refused.append(item)
                     continue
                 acked.append(item)

@@ -24,24 +24,15 @@ import pytest
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from iotpush import Config, create_app, open_inbox
+from iotpush import Config, create_app
 from iotpush._jsonlimits import JSONLimits, Violation
 from iotpush._slowclients import with_header_timeout
 from iotpush.inbox.sqlite import SQLiteInbox
 from iotpush.server import uvicorn_options
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, run, running, wait_until
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, quarantined, running, wait_until
 
 JSON = {"content-type": "application/json"}
 BODY = EXAMPLES["04-deviceDataChanged"]
-
-
-def quarantined(db: str) -> list[Any]:
-    async def read() -> list[Any]:
-        async with open_inbox(db) as inbox:
-            return await inbox.quarantined(limit=1000)
-
-    result: list[Any] = run(read())
-    return result
 
 
 def with_extra(member: Any) -> bytes:

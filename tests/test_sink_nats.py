@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,8 +34,8 @@ from iotpush.inbox import Entry
 from iotpush.inbox.sqlite import SQLiteInbox
 from iotpush.sinks import Publisher, open_sink
 from iotpush.sinks.nats import NatsSink, headers, message_id, subject, token
-from tests.conftest import EXAMPLES, Recorder, example_path, running, wait_until
-from tests.test_durability import ROOT, Server, free_port, post_all, pushes, wait_ready
+from tests._servers import Server, free_port, post_all, pushes, rows, serve
+from tests.conftest import EXAMPLES, Recorder, example_path, running, service_missing, wait_until
 from tests.test_inbox_contract import FakeClock, incoming
 
 NATS_URL = os.environ.get("IOTPUSH_TEST_NATS", "nats://127.0.0.1:4222")
@@ -189,9 +188,7 @@ def nats_url() -> str:
             f"NATS not reachable at {NATS_URL} ({exc}); start it (nats-server -js) or set"
             " IOTPUSH_TEST_NATS=nats://HOST:PORT"
         )
-        if os.environ.get("IOTPUSH_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing(message)
     return NATS_URL
 
 
@@ -291,11 +288,6 @@ def stream_count(stream: Stream) -> int:
             await nc.close()
 
     return asyncio.run(count())
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def test_sink_every_example_arrives_once_on_its_subject_with_its_headers(
@@ -534,25 +526,14 @@ def test_publisher_crash_after_the_acks_republishes_and_jetstream_drops_the_copi
     assert len(consume(stream, "once", 5)) == 5
 
 
-@contextlib.contextmanager
-def serve_process(tmp_path: Path, port: int, db: Path, sink: str, name: str) -> Iterator[Server]:
+def serve_process(
+    tmp_path: Path, port: int, db: Path, sink: str, name: str
+) -> contextlib.AbstractContextManager[Server]:
     """``iotpush serve --sink SINK`` as a subprocess, ready to answer; killed if still up."""
-    log = tmp_path / f"{name}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "IOTPUSH_SERVE_SINK": sink}
-    command = [
-        sys.executable, "-m", "iotpush.cli", "serve", "tests.test_sink_nats:quiet",
-        "--port", str(port), "--store", f"sqlite:///{db}", "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_ready(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
+    env = {"IOTPUSH_SERVE_SINK": sink}
+    return serve(
+        tmp_path, port, "tests.test_sink_nats:quiet", store=f"sqlite:///{db}", env=env, name=name
+    )
 
 
 def quiet() -> Recorder:

@@ -5,8 +5,9 @@ without the ``postgres`` extra. The connections are synchronous and used from wo
 because `Inbox.transact` and `Inbox.read` hand a connection to plain functions (the trackers)
 that call ``execute`` and read the result at once.
 
-Group commit: every write is queued; one transaction, run in the writer's thread, takes all the
-writes queued since the last commit, so a burst of concurrent requests costs one commit.
+Group commit (the queue is `iotpush.inbox._groupcommit.BatchWriter`): every write is queued; one
+transaction, run in the writer's thread, takes all the writes queued since the last commit, so a
+burst of concurrent requests costs one commit.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import ConfigError, InboxError, InboxUnavailable
+from ._groupcommit import BatchWriter, Op, nothing
 from ._postgres_sql import (
     CANDIDATES,
     CANDIDATES_LOCKED,
@@ -36,8 +38,6 @@ from ._postgres_sql import (
 __all__ = ["Db", "GroupCommit", "Target", "claim_rows", "driver", "parse_url", "read_error"]
 
 log = logging.getLogger("iotpush.inbox")
-
-T = TypeVar("T")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # A transaction that lost a deadlock or a serialization check is run again, this many times.
@@ -144,20 +144,7 @@ class Db:
         return cursor
 
 
-class _Op:
-    __slots__ = ("fn", "future", "wakes")
-
-    def __init__(self, fn: Callable[[Any], Any], future: asyncio.Future[Any], wakes: bool) -> None:
-        self.fn = fn
-        self.future = future
-        self.wakes = wakes
-
-
-def _nothing(*args: Any) -> None:
-    pass
-
-
-class GroupCommit:
+class GroupCommit(BatchWriter):
     """Runs write functions in shared transactions on one connection, in one thread.
 
     Args:
@@ -179,26 +166,21 @@ class GroupCommit:
         max_batch: int,
         lock_timeout: float,
         max_pending: int | None = None,
-        on_begin: Callable[[], None] = _nothing,
-        before_commit: Callable[[Any], None] = _nothing,
-        after_commit: Callable[[bool], None] = _nothing,
+        on_begin: Callable[[], None] = nothing,
+        before_commit: Callable[[Any], None] = nothing,
+        after_commit: Callable[[bool], None] = nothing,
     ) -> None:
+        super().__init__(
+            store=target.shown,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            on_begin=on_begin,
+            before_commit=before_commit,
+            after_commit=after_commit,
+        )
         self.target = target
-        self.max_batch = max_batch
         self.lock_timeout = lock_timeout
-        self.max_pending = max_pending
-        self.on_begin = on_begin
-        self.before_commit = before_commit
-        self.after_commit = after_commit
-        self.commits = 0
-        """Transactions committed (with ``writes``, shows group commit at work)."""
-        self.writes = 0
-        """Writes those transactions held."""
-        self.refused = 0
-        """Bounded writes refused because `max_pending` were queued already."""
         self.conn: Any = None
-        self._pending: list[_Op] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="iotpush-postgres-writer")
 
     async def start(self) -> None:
@@ -206,74 +188,28 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         self.conn = await loop.run_in_executor(self._thread, self._connect)
 
-    async def write(
-        self, fn: Callable[[Any], T], *, wakes: bool = False, bounded: bool = False
-    ) -> T:
-        """Run ``fn(conn)`` in the next transaction; return its result once committed.
-
-        ``bounded`` writes (the receive path's) are refused while `max_pending` are queued.
-
-        Raises:
-            InboxUnavailable: The transaction failed, or the queue is full; nothing was kept.
-        """
-        if bounded and self.max_pending is not None and len(self._pending) >= self.max_pending:
-            self.refused += 1
-            raise InboxUnavailable(
-                f"cannot write {self.target.shown}: {self.max_pending} writes wait already"
-            )
-        loop = asyncio.get_running_loop()
-        op = _Op(fn, loop.create_future(), wakes)
-        self._pending.append(op)
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        result: T = await op.future
-        return result
-
     async def close(self) -> None:
         """Commit what is queued, then close the connection."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        await self._drain()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._disconnect)
         self._thread.shutdown(wait=True)
 
-    async def _flush(self) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: len(batch)]
-                try:
-                    results = await loop.run_in_executor(self._thread, self._run, batch)
-                except Exception as exc:  # noqa: BLE001 - every waiting caller is told
-                    error = (
-                        exc
-                        if isinstance(exc, InboxUnavailable)
-                        else InboxUnavailable(f"cannot write {self.target.shown}: {exc!r}")
-                    )
-                    for op in batch:
-                        if not op.future.done():
-                            op.future.set_exception(error)
-                    continue
-                self._settle(batch, results)
-        finally:
-            self._flusher = None
+            results = await loop.run_in_executor(self._thread, self._run, batch)
+        except Exception as exc:  # noqa: BLE001 - every waiting caller is told
+            error = (
+                exc
+                if isinstance(exc, InboxUnavailable)
+                else InboxUnavailable(f"cannot write {self.target.shown}: {exc!r}")
+            )
+            self._fail(batch, error)
+            return
+        self._settle(batch, results)
 
-    def _settle(self, batch: list[_Op], results: list[Any]) -> None:
-        self.commits += 1
-        self.writes += len(batch)
-        wake = False
-        for op, value in zip(batch, results, strict=True):
-            if op.future.done():  # its caller was cancelled
-                continue
-            if isinstance(value, Exception):
-                op.future.set_exception(value)
-            else:
-                op.future.set_result(value)
-                wake = wake or op.wakes
-        self.after_commit(wake)
-
-    def _run(self, batch: list[_Op]) -> list[Any]:
+    def _run(self, batch: list[Op]) -> list[Any]:
         # In the writer thread. A lost deadlock is run again; any other database error fails
         # the whole batch, and the connection is replaced before the next one.
         psycopg = driver()
@@ -292,20 +228,12 @@ class GroupCommit:
                 raise InboxUnavailable(message) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(self, conn: Any, batch: list[_Op]) -> list[Any]:
+    def _transaction(self, conn: Any, batch: list[Op]) -> list[Any]:
         psycopg = driver()
-        results: list[Any] = []
         self.on_begin()
         try:
             conn.execute("BEGIN")
-            for op in batch:
-                try:
-                    results.append(op.fn(conn))
-                except psycopg.Error:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
-                    results.append(exc)
-            self.before_commit(conn)
+            results = self._apply(conn, batch, psycopg.Error)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(psycopg.Error):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from .. import trackers
-from . import Selection
-from ._sqlite_sql import COLUMNS
+from . import Selection, _sqlbase
+from ._sqlbase import COLUMNS
 
 __all__ = [
     "CANDIDATES",
@@ -157,25 +158,13 @@ RETURNING {COLUMNS}
 TRACKER_LOCK = "SELECT pg_advisory_xact_lock(7283, 1)"
 
 
+def _one_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    return f"{column} = ANY(%s)", [list(values)]
+
+
 def where(sel: Selection) -> tuple[str, list[Any]]:
     """A WHERE clause (``%s`` placeholders only) and its parameters for a selection."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, values in (("id", sel.ids), ("state", sel.states)):
-        if values is not None:
-            clauses.append(f"{column} = ANY(%s)")
-            params.append(list(values))
-    for column, value in (("type", sel.type), ("device", sel.device)):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-    if sel.since is not None:
-        clauses.append("received_at >= %s")
-        params.append(sel.since)
-    if sel.until is not None:
-        clauses.append("received_at < %s")
-        params.append(sel.until)
-    return " AND ".join(clauses) or "TRUE", params
+    return _sqlbase.where(sel, mark="%s", one_of=_one_of)
 
 
 # psycopg reads every ``%`` as a placeholder, even quoted; a ``?`` is one only outside quotes.

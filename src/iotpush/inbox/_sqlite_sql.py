@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
-from . import Entry, Selection
+from . import Selection, _sqlbase
+from ._sqlbase import COLUMNS
 
 __all__ = [
     "BLOCKED",
     "CLAIM",
-    "COLUMNS",
     "INSERT",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "SCHEMA",
     "SCHEMA_VERSION",
-    "digest",
-    "entry",
     "where",
 ]
-
-_headers_decoder = msgspec.json.Decoder(dict[str, str])
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -72,11 +66,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
 """
 
-COLUMNS = (
-    "id, received_at, type, device, key, path, body, headers, state, attempts, due_at, owner,"
-    " lease_until, finished_at, last_error, duplicates, last_duplicate_at"
-)
-
 INSERT = """
 INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at,
     state, owner, lease_until, attempts)
@@ -123,34 +112,10 @@ RETURNING {COLUMNS}
 """  # noqa: S608 - a constant: only the column list is interpolated
 
 
-def digest(key: str) -> bytes:
-    """The 16-byte dedupe digest of a slot."""
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
-
-
-def entry(row: tuple[Any, ...]) -> Entry:
-    """An `Entry` from a row of `COLUMNS`."""
-    return Entry(*row[:7], _headers_decoder.decode(row[7]), *row[8:])  # type: ignore[call-arg]
+def _one_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
 
 def where(sel: Selection) -> tuple[str, list[Any]]:
-    """A WHERE clause (placeholders only) and its parameters for a selection."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if sel.ids is not None:
-        clauses.append(f"id IN ({','.join('?' * len(sel.ids))})")
-        params.extend(sel.ids)
-    if sel.states is not None:
-        clauses.append(f"state IN ({','.join('?' * len(sel.states))})")
-        params.extend(sel.states)
-    for column, value in (("type", sel.type), ("device", sel.device)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if sel.since is not None:
-        clauses.append("received_at >= ?")
-        params.append(sel.since)
-    if sel.until is not None:
-        clauses.append("received_at < ?")
-        params.append(sel.until)
-    return " AND ".join(clauses) or "1", params
+    """A WHERE clause (``?`` placeholders only) and its parameters for a selection."""
+    return _sqlbase.where(sel, mark="?", one_of=_one_of)

@@ -21,7 +21,6 @@ never on open: opening a database whose schema is missing or behind raises `Conf
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,12 +28,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from .. import trackers
-from ..exceptions import EntryNotFound, InboxError, InboxUnavailable
-from ..models import Notification
-from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+from ..exceptions import InboxError, InboxUnavailable
+from . import Accepted, Entry, Incoming, Selection
 from ._postgres_db import Db, GroupCommit, Target, claim_rows, driver, parse_url, read_error
-from ._postgres_sql import COLUMNS, INSERT, OUTBOX_ADD, OUTBOX_TAKE, TRACKER_LOCK, where
-from ._sqlite_sql import digest, entry
+from ._postgres_sql import (
+    COLUMNS,
+    INSERT,
+    OUTBOX_ADD,
+    OUTBOX_TAKE,
+    TRACKER_LOCK,
+    translate,
+    where,
+)
+from ._sqlbase import SQLInbox, digest, entry
 
 if TYPE_CHECKING:
     import sqlite3
@@ -42,14 +48,13 @@ if TYPE_CHECKING:
 __all__ = ["PostgresInbox"]
 
 _json_encode = msgspec.json.encode
-_headers_decoder = msgspec.json.Decoder(dict[str, str])
 
 log = logging.getLogger("iotpush.inbox")
 
 T = TypeVar("T")
 
 
-class PostgresInbox(Inbox):
+class PostgresInbox(SQLInbox):
     """`Inbox` in a PostgreSQL database, shared by any number of server processes.
 
     Args:
@@ -86,21 +91,22 @@ class PostgresInbox(Inbox):
         self.pool_size = pool_size
         self.max_pending = max_pending
         self._outbox_filled = False  # the transaction added outbox rows
-        self._writer: GroupCommit | None = None
         self._pool: Any = None
-        self._tracked: list[tuple[int, float, Notification]] = []  # new in the transaction
-        self._pending_added = False  # that transaction appended an entry for `claim`
-        self._work: asyncio.Event | None = None
 
     @property
-    def commits(self) -> int:
-        """Transactions committed (with `writes`, shows group commit at work)."""
-        return 0 if self._writer is None else self._writer.commits
+    def _name(self) -> str:
+        return self.target.shown
 
-    @property
-    def writes(self) -> int:
-        """Writes those transactions held."""
-        return 0 if self._writer is None else self._writer.writes
+    def _q(self, sql: str) -> str:
+        return translate(sql)
+
+    def _tracker_db(self, conn: Any) -> trackers.Database:
+        # Tracker writes of concurrent transactions (other processes) take turns: no deadlocks.
+        conn.execute(TRACKER_LOCK)
+        return Db(conn)
+
+    def _lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, driver().OperationalError)
 
     # connections ---------------------------------------------------------------------------
 
@@ -178,21 +184,10 @@ class PostgresInbox(Inbox):
 
     # group commit --------------------------------------------------------------------------
 
-    async def _write(
-        self, fn: Callable[[Any], T], *, wakes: bool = False, bounded: bool = False
-    ) -> T:
-        if self._writer is None:
-            raise InboxUnavailable(f"the inbox {self.target.shown} is not open")
-        return await self._writer.write(fn, wakes=wakes, bounded=bounded)
-
     def _begin(self) -> None:
         self._tracked = []
         self._pending_added = False
         self._outbox_filled = False
-
-    def _before_commit(self, conn: Any) -> None:
-        if self._tracked:
-            self._track(conn)
 
     def _after_commit(self, wake: bool) -> None:
         if (wake or self._pending_added) and self._work is not None:
@@ -212,52 +207,15 @@ class PostgresInbox(Inbox):
         )  # fmt: skip
 
         def insert(conn: Any) -> Accepted:
-            found = conn.execute(INSERT, row).fetchone()
-            if found is None:  # the slot's entry has another key, or is outside the window
-                conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = %s", (dedupe,))
-                found = conn.execute(INSERT, row).fetchone()
-            duplicate = found[1] > 0
-            if self.outbox and not duplicate:  # published only after it is kept
-                conn.execute(OUTBOX_ADD, (found[0], list(self.outbox)))
-                self._outbox_filled = True
-            notification = item.notification
-            if (
-                not duplicate
-                and notification is not None
-                and notification.notify_type in trackers.TRACKED_TYPES
-            ):
-                self._tracked.append((found[0], item.received_at, notification))
+            id, duplicate = self._keep(conn, INSERT, row, item, dedupe)
             self._pending_added = self._pending_added or not duplicate
-            return Accepted(found[0], duplicate=duplicate)
+            return Accepted(id, duplicate=duplicate)
 
         return await self._write(insert, bounded=True)
 
-    def _track(self, conn: Any) -> None:
-        # As SQLite's: in the transaction that keeps the entries; a tracker that fails costs
-        # only its own changes (savepoints), is logged, and `Tracking.rebuild` can redo it.
-        tracked, self._tracked = self._tracked, []
-        psycopg = driver()
-        db = Db(conn)
-        conn.execute(TRACKER_LOCK)
-        conn.execute("SAVEPOINT track")
-        try:
-            for id, received_at, notification in tracked:
-                trackers.apply_all(db, id, received_at, notification)
-        except Exception as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                raise  # the connection is gone: the batch fails
-            conn.execute("ROLLBACK TO SAVEPOINT track")
-            for id, received_at, notification in tracked:  # again, one by one
-                conn.execute("SAVEPOINT one")
-                try:
-                    trackers.apply_all(db, id, received_at, notification)
-                except Exception as one:
-                    if isinstance(one, psycopg.OperationalError):
-                        raise
-                    conn.execute("ROLLBACK TO SAVEPOINT one")
-                    log.exception("tracking entry %d failed; the entry is kept all the same", id)
-                conn.execute("RELEASE SAVEPOINT one")
-        conn.execute("RELEASE SAVEPOINT track")
+    def _fill_outbox(self, conn: Any, id: int) -> None:
+        conn.execute(OUTBOX_ADD, (id, list(self.outbox)))
+        self._outbox_filled = True  # publishers are woken once it is committed
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         psycopg = driver()
@@ -286,28 +244,12 @@ class PostgresInbox(Inbox):
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._read(lambda conn: fn(Db(conn)))  # type: ignore[arg-type]
 
-    async def quarantine(self, rejection: Rejection) -> int:
-        r = rejection
-        row = (r.received_at, r.path, r.status, r.reason, r.field, r.body,
-               _json_encode(r.headers).decode())  # fmt: skip
-        bound = self.quarantine_max_rows
-
-        def insert(conn: Any) -> tuple[int, int]:
-            sql = (
-                "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
-            )
-            id = int(conn.execute(sql, row).fetchone()[0])
-            if bound is None:
-                return id, 0
-            # Ids only grow: keeping the last `bound` ids keeps at most `bound` rows.
-            sql = "DELETE FROM quarantine WHERE id <= %s"
-            return id, int(conn.execute(sql, (id - bound,)).rowcount)
-
-        id, dropped = await self._write(insert, bounded=True)
-        if dropped:
-            self._quarantine_full(dropped)
-        return id
+    def _insert_rejection(self, conn: Any, row: tuple[Any, ...]) -> int:
+        sql = (
+            "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
+        )
+        return int(conn.execute(sql, row).fetchone()[0])
 
     # delivery ------------------------------------------------------------------------------
 
@@ -324,23 +266,6 @@ class PostgresInbox(Inbox):
             " WHERE id = ANY(%s) AND state = 'claimed'"
         )
         await self._write(lambda conn: conn.execute(sql, (self.clock(), list(ids))))
-
-    async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
-        sql = "UPDATE inbox SET last_error = %s, attempts = %s, due_at = %s WHERE id = %s"
-        await self._write(lambda conn: conn.execute(sql, (error, attempts, retry_at, id)))
-
-    async def dead(self, id: int, error: str, attempts: int) -> None:
-        sql = (
-            "UPDATE inbox SET state = 'dead', last_error = %s, attempts = %s, finished_at = %s,"
-            " owner = NULL, lease_until = NULL WHERE id = %s"
-        )
-        await self._write(lambda conn: conn.execute(sql, (error, attempts, self.clock(), id)))
-
-    async def renew(self, owner: str, lease: float) -> int:
-        sql = "UPDATE inbox SET lease_until = %s WHERE state = 'claimed' AND owner = %s"
-        return await self._write(
-            lambda conn: int(conn.execute(sql, (self.clock() + lease, owner)).rowcount)
-        )
 
     async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
         def release(conn: Any) -> int:
@@ -360,13 +285,6 @@ class PostgresInbox(Inbox):
 
         return await self._write(release, wakes=True)
 
-    async def wait_for_work(self, timeout: float) -> None:
-        if self._work is None:
-            await asyncio.sleep(timeout)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout)
-
     # outbox --------------------------------------------------------------------------------
 
     async def unpublished(self, sink: str, owner: str, limit: int, lease: float) -> list[Entry]:
@@ -383,100 +301,7 @@ class PostgresInbox(Inbox):
         sql = "DELETE FROM outbox WHERE sink = %s AND id = ANY(%s)"
         await self._write(lambda conn: conn.execute(sql, (sink, list(ids))))
 
-    async def release_unpublished(self, sink: str, owner: str) -> int:
-        sql = "UPDATE outbox SET owner = NULL, lease_until = NULL WHERE sink = %s AND owner = %s"
-        return await self._write(lambda conn: int(conn.execute(sql, (sink, owner)).rowcount))
-
     # operator ------------------------------------------------------------------------------
 
-    async def get(self, id: int) -> Entry:
-        sql = f"SELECT {COLUMNS} FROM inbox WHERE id = %s"  # noqa: S608 - constant columns
-        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
-        if row is None:
-            raise EntryNotFound(f"no inbox entry {id}")
-        return entry(row)
-
-    async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
-        clause, params = where(selection)
-        sql = f"SELECT {COLUMNS} FROM inbox WHERE id > %s AND {clause} ORDER BY id LIMIT %s"  # noqa: S608 - columns are ours, values bound
-        rows = await self._read(lambda conn: conn.execute(sql, (after, *params, limit)).fetchall())
-        return [entry(row) for row in rows]
-
-    async def stats(self) -> InboxStats:
-        def read(conn: Any) -> InboxStats:
-            by_state: dict[str, int] = {}
-            by_type: dict[str, dict[str, int]] = {}
-            sql = "SELECT state, type, count(*), sum(duplicates) FROM inbox GROUP BY state, type"
-            duplicates = 0
-            for state, type_, count, dups in conn.execute(sql):
-                by_state[state] = by_state.get(state, 0) + count
-                by_type.setdefault(type_, {})[state] = count
-                duplicates += int(dups)
-            (oldest,) = conn.execute(
-                "SELECT min(received_at) FROM inbox WHERE state IN ('pending', 'claimed')"
-            ).fetchone()
-            (quarantined,) = conn.execute("SELECT count(*) FROM quarantine").fetchone()
-            sql = "SELECT sink, count(*) FROM outbox GROUP BY sink"
-            unpublished = dict(conn.execute(sql).fetchall())
-            return InboxStats(
-                by_state, by_type, duplicates, quarantined, oldest, self.clock(), unpublished
-            )
-
-        return await self._read(read)
-
-    async def replay(self, selection: Selection) -> int:
-        clause, params = where(selection)
-        # `where` holds column names and placeholders only; the values are bound.
-        sql = "UPDATE inbox SET state = 'pending', due_at = %s, attempts = 0, finished_at = NULL"
-        sql += f" WHERE state IN ('done', 'dead') AND {clause}"
-        return await self._write(
-            lambda conn: int(conn.execute(sql, (self.clock(), *params)).rowcount), wakes=True
-        )
-
-    async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
-    ) -> int:
-        total = 0
-        finished_entries = (  # and published by every sink
-            "AND state IN ('done', 'dead')"
-            " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
-        )
-        for table, finished in (("inbox", finished_entries), ("quarantine", "")):
-            sql = (
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608 - fixed names
-                f" WHERE received_at < %s {finished} LIMIT %s)"
-            )
-
-            def delete(conn: Any, sql: str = sql) -> int:
-                return int(conn.execute(sql, (before, batch)).rowcount)
-
-            while True:  # one transaction per batch, so receiving never waits long
-                deleted = await self._write(delete)
-                total += deleted
-                if progress is not None and deleted:
-                    progress(total)
-                if deleted < batch:
-                    break
-        return total
-
-    async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
-        sql = (
-            "SELECT received_at, path, status, reason, field, body, headers, id FROM quarantine"
-            " WHERE id > %s ORDER BY id LIMIT %s"
-        )
-        rows = await self._read(lambda conn: conn.execute(sql, (after, limit)).fetchall())
-        return [self._rejection(row) for row in rows]
-
-    async def get_quarantined(self, id: int) -> Rejection:
-        sql = (
-            "SELECT received_at, path, status, reason, field, body, headers, id FROM quarantine"
-            " WHERE id = %s"
-        )
-        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
-        if row is None:
-            raise EntryNotFound(f"no quarantined body {id}")
-        return self._rejection(row)
-
-    @staticmethod
-    def _rejection(row: tuple[Any, ...]) -> Rejection:
-        return Rejection(*row[:6], _headers_decoder.decode(row[6]), row[7])  # type: ignore[call-arg]
+    def _where(self, selection: Selection) -> tuple[str, list[Any]]:
+        return where(selection)

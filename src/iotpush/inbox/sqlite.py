@@ -8,7 +8,6 @@ file says so); operator commands may open it alongside.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -22,28 +21,24 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from .. import trackers
-from ..exceptions import ConfigError, EntryNotFound, InboxError, InboxUnavailable
-from ..models import Notification
-from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, _migrations
+from ..exceptions import ConfigError, InboxError, InboxUnavailable
+from . import Accepted, Entry, Incoming, Selection, _migrations
 from ._groupcommit import GroupCommit
+from ._sqlbase import COLUMNS, SQLInbox, digest, entry
 from ._sqlite_sql import (
     BLOCKED,
     CLAIM,
-    COLUMNS,
     INSERT,
     OUTBOX_ADD,
     OUTBOX_TAKE,
     SCHEMA,
     SCHEMA_VERSION,
-    digest,
-    entry,
     where,
 )
 
 __all__ = ["SQLiteInbox"]
 
 _json_encode = msgspec.json.encode
-_headers_decoder = msgspec.json.Decoder(dict[str, str])
 
 log = logging.getLogger("iotpush.inbox")
 
@@ -59,7 +54,7 @@ class _Hot:
     has_room: Callable[[], bool]
 
 
-class SQLiteInbox(Inbox):
+class SQLiteInbox(SQLInbox):
     """`Inbox` in one SQLite file.
 
     Args:
@@ -98,26 +93,16 @@ class SQLiteInbox(Inbox):
         self.exclusive = exclusive
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self._writer: GroupCommit | None = None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
-        self._pending_added = False  # that transaction appended an entry for `claim`
-        self._tracked: list[tuple[int, float, Notification]] = []  # new in that transaction
         self._lock_file: int | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._work: asyncio.Event | None = None
 
     @property
-    def commits(self) -> int:
-        """Transactions committed (with `writes`, shows group commit at work)."""
-        return 0 if self._writer is None else self._writer.commits
-
-    @property
-    def writes(self) -> int:
-        """Writes those transactions held."""
-        return 0 if self._writer is None else self._writer.writes
+    def _name(self) -> str:
+        return str(self.path)
 
     # connections ---------------------------------------------------------------------------
 
@@ -216,21 +201,10 @@ class SQLiteInbox(Inbox):
 
     # group commit --------------------------------------------------------------------------
 
-    async def _write(
-        self, fn: Callable[[sqlite3.Connection], T], *, wakes: bool = False, bounded: bool = False
-    ) -> T:
-        if self._writer is None:
-            raise InboxUnavailable(f"the inbox {self.path} is not open")
-        return await self._writer.write(fn, wakes=wakes, bounded=bounded)
-
     def _begin(self) -> None:
         self._handed = []
         self._tracked = []
         self._pending_added = False
-
-    def _before_commit(self, conn: sqlite3.Connection) -> None:
-        if self._tracked:
-            self._track(conn)
 
     def _after_commit(self, wake: bool) -> None:
         if (wake or self._pending_added) and self._work is not None:
@@ -264,54 +238,23 @@ class SQLiteInbox(Inbox):
                 )
             ):
                 row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 1, cutoff)
-            found = conn.execute(INSERT, row).fetchone()
-            if found is None:  # the slot's entry has another key, or is outside the window
-                conn.execute("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?", (dedupe,))
-                found = conn.execute(INSERT, row).fetchone()
-            duplicate = found[1] > 0
-            if self.outbox and not duplicate:  # published only after it is kept
-                conn.executemany(OUTBOX_ADD, [(sink, found[0]) for sink in self.outbox])
-                self._outbox_added()  # its publisher's next take queues behind this commit
-            notification = item.notification
-            if (
-                not duplicate
-                and notification is not None
-                and notification.notify_type in trackers.TRACKED_TYPES
-            ):
-                self._tracked.append((found[0], item.received_at, notification))
+            id, duplicate = self._keep(conn, INSERT, row, item, dedupe)
             if row is pending:
                 # Only an entry left pending is work for `claim`; one handed over is not.
                 self._pending_added = self._pending_added or not duplicate
             elif not duplicate:
-                claimed = Entry(found[0], item.received_at, item.type, item.device, item.key,
+                claimed = Entry(id, item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 1,
                                 item.received_at, row[10], row[11],
                                 notification=item.notification)  # fmt: skip
                 self._handed.append(claimed)
-            return Accepted(found[0], duplicate=duplicate)
+            return Accepted(id, duplicate=duplicate)
 
         return await self._write(insert, bounded=True)
 
-    def _track(self, conn: sqlite3.Connection) -> None:
-        # In the transaction that keeps the entries, so tracker state is as durable as the 200.
-        # A tracker that fails must not cost a notification: its changes alone roll back, it is
-        # logged, and `Tracking.rebuild` can apply the entry again.
-        tracked, self._tracked = self._tracked, []
-        conn.execute("SAVEPOINT track")
-        try:
-            for id, received_at, notification in tracked:
-                trackers.apply_all(conn, id, received_at, notification)
-        except Exception:  # noqa: BLE001 - the slow path below finds and logs the culprit
-            conn.execute("ROLLBACK TO track")
-            for id, received_at, notification in tracked:  # again, one by one
-                conn.execute("SAVEPOINT one")
-                try:
-                    trackers.apply_all(conn, id, received_at, notification)
-                except Exception:
-                    conn.execute("ROLLBACK TO one")
-                    log.exception("tracking entry %d failed; the entry is kept all the same", id)
-                conn.execute("RELEASE one")
-        conn.execute("RELEASE track")
+    def _fill_outbox(self, conn: sqlite3.Connection, id: int) -> None:
+        conn.executemany(OUTBOX_ADD, [(sink, id) for sink in self.outbox])
+        self._outbox_added()  # its publisher's next take queues behind this commit
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def guarded(conn: sqlite3.Connection) -> T:
@@ -345,33 +288,9 @@ class SQLiteInbox(Inbox):
         else:
             self._hot = _Hot(owner, lease, on_claimed, has_room)
 
-    async def quarantine(self, rejection: Rejection) -> int:
-        r = rejection
-        row = (
-            r.received_at,
-            r.path,
-            r.status,
-            r.reason,
-            r.field,
-            r.body,
-            _json_encode(r.headers).decode(),
-        )
-
-        bound = self.quarantine_max_rows
-
-        def insert(conn: sqlite3.Connection) -> tuple[int, int]:
-            sql = "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
-            id = conn.execute(sql + " VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid or 0
-            if bound is None:
-                return id, 0
-            # Ids only grow: keeping the last `bound` ids keeps at most `bound` rows.
-            sql = "DELETE FROM quarantine WHERE id <= ?"
-            return id, conn.execute(sql, (id - bound,)).rowcount
-
-        id, dropped = await self._write(insert, bounded=True)
-        if dropped:
-            self._quarantine_full(dropped)
-        return id
+    def _insert_rejection(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
+        sql = "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
+        return conn.execute(sql + " VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid or 0
 
     # delivery ------------------------------------------------------------------------------
 
@@ -402,23 +321,6 @@ class SQLiteInbox(Inbox):
 
         await self._write(ack)
 
-    async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
-        sql = "UPDATE inbox SET last_error = ?, attempts = ?, due_at = ? WHERE id = ?"
-        await self._write(lambda conn: conn.execute(sql, (error, attempts, retry_at, id)))
-
-    async def dead(self, id: int, error: str, attempts: int) -> None:
-        sql = (
-            "UPDATE inbox SET state = 'dead', last_error = ?, attempts = ?, finished_at = ?,"
-            " owner = NULL, lease_until = NULL WHERE id = ?"
-        )
-        await self._write(lambda conn: conn.execute(sql, (error, attempts, self.clock(), id)))
-
-    async def renew(self, owner: str, lease: float) -> int:
-        sql = "UPDATE inbox SET lease_until = ? WHERE state = 'claimed' AND owner = ?"
-        return await self._write(
-            lambda conn: conn.execute(sql, (self.clock() + lease, owner)).rowcount
-        )
-
     async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
         def release(conn: sqlite3.Connection) -> int:
             conn.executemany(
@@ -433,13 +335,6 @@ class SQLiteInbox(Inbox):
             ).rowcount
 
         return await self._write(release, wakes=True)
-
-    async def wait_for_work(self, timeout: float) -> None:
-        if self._work is None:
-            await asyncio.sleep(timeout)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout)
 
     # outbox --------------------------------------------------------------------------------
 
@@ -457,100 +352,7 @@ class SQLiteInbox(Inbox):
         sql = "DELETE FROM outbox WHERE sink = ? AND id = ?"
         await self._write(lambda conn: conn.executemany(sql, [(sink, id) for id in ids]))
 
-    async def release_unpublished(self, sink: str, owner: str) -> int:
-        sql = "UPDATE outbox SET owner = NULL, lease_until = NULL WHERE sink = ? AND owner = ?"
-        return await self._write(lambda conn: conn.execute(sql, (sink, owner)).rowcount)
-
     # operator ------------------------------------------------------------------------------
 
-    async def get(self, id: int) -> Entry:
-        sql = f"SELECT {COLUMNS} FROM inbox WHERE id = ?"  # noqa: S608 - constant columns
-        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
-        if row is None:
-            raise EntryNotFound(f"no inbox entry {id}")
-        return entry(row)
-
-    async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
-        clause, params = where(selection)
-        sql = f"SELECT {COLUMNS} FROM inbox WHERE id > ? AND {clause} ORDER BY id LIMIT ?"  # noqa: S608 - columns are ours, values bound
-        rows = await self._read(lambda conn: conn.execute(sql, (after, *params, limit)).fetchall())
-        return [entry(row) for row in rows]
-
-    async def stats(self) -> InboxStats:
-        def read(conn: sqlite3.Connection) -> InboxStats:
-            by_state: dict[str, int] = {}
-            by_type: dict[str, dict[str, int]] = {}
-            sql = "SELECT state, type, count(*), sum(duplicates) FROM inbox GROUP BY state, type"
-            duplicates = 0
-            for state, type_, count, dups in conn.execute(sql):
-                by_state[state] = by_state.get(state, 0) + count
-                by_type.setdefault(type_, {})[state] = count
-                duplicates += dups
-            (oldest,) = conn.execute(
-                "SELECT min(received_at) FROM inbox WHERE state IN ('pending', 'claimed')"
-            ).fetchone()
-            (quarantined,) = conn.execute("SELECT count(*) FROM quarantine").fetchone()
-            sql = "SELECT sink, count(*) FROM outbox GROUP BY sink"
-            unpublished = dict(conn.execute(sql).fetchall())
-            return InboxStats(
-                by_state, by_type, duplicates, quarantined, oldest, self.clock(), unpublished
-            )
-
-        return await self._read(read)
-
-    async def replay(self, selection: Selection) -> int:
-        clause, params = where(selection)
-        # `where` holds column names and placeholders only; the values are bound.
-        sql = "UPDATE inbox SET state = 'pending', due_at = ?, attempts = 0, finished_at = NULL"
-        sql += f" WHERE state IN ('done', 'dead') AND {clause}"
-        return await self._write(
-            lambda conn: conn.execute(sql, (self.clock(), *params)).rowcount, wakes=True
-        )
-
-    async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
-    ) -> int:
-        total = 0
-        finished_entries = (  # and published by every sink
-            "AND state IN ('done', 'dead')"
-            " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
-        )
-        for table, finished in (("inbox", finished_entries), ("quarantine", "")):
-            sql = (
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608 - fixed names
-                f" WHERE received_at < ? {finished} LIMIT ?)"
-            )
-
-            def delete(conn: sqlite3.Connection, sql: str = sql) -> int:
-                return conn.execute(sql, (before, batch)).rowcount
-
-            while True:  # one transaction per batch, so receiving never waits long
-                deleted = await self._write(delete)
-                total += deleted
-                if progress is not None and deleted:
-                    progress(total)
-                if deleted < batch:
-                    break
-        return total
-
-    async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
-        sql = (
-            "SELECT received_at, path, status, reason, field, body, headers, id FROM quarantine"
-            " WHERE id > ? ORDER BY id LIMIT ?"
-        )
-        rows = await self._read(lambda conn: conn.execute(sql, (after, limit)).fetchall())
-        return [self._rejection(row) for row in rows]
-
-    async def get_quarantined(self, id: int) -> Rejection:
-        sql = (
-            "SELECT received_at, path, status, reason, field, body, headers, id FROM quarantine"
-            " WHERE id = ?"
-        )
-        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
-        if row is None:
-            raise EntryNotFound(f"no quarantined body {id}")
-        return self._rejection(row)
-
-    @staticmethod
-    def _rejection(row: tuple[Any, ...]) -> Rejection:
-        return Rejection(*row[:6], _headers_decoder.decode(row[6]), row[7])  # type: ignore[call-arg]
+    def _where(self, selection: Selection) -> tuple[str, list[Any]]:
+        return where(selection)

@@ -1,0 +1,366 @@
+"""What the SQL inboxes (SQLite, PostgreSQL) do alike, written once.
+
+`SQLInbox` holds the statements and loops both backends run the same way: keeping a new entry
+(the dedupe retry, its outbox rows, its tracker writes), the quarantine bound, delivery updates by
+id, the outbox lease release, operator reads (entries, quarantine, stats), replay, purge, and the
+savepoints around tracker writes. Its SQL uses ``?`` placeholders; a backend whose driver wants
+others translates them in `SQLInbox._q`. What differs stays in the backends: connections, group
+commit, ``RETURNING`` and ``SKIP LOCKED``, lists bound one by one (SQLite) or as arrays
+(PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from .. import trackers
+from ..exceptions import EntryNotFound, InboxUnavailable
+from ..models import Notification
+from . import Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+
+__all__ = ["COLUMNS", "SQLInbox", "digest", "entry", "rejection", "where"]
+
+_json_encode = msgspec.json.encode
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+
+log = logging.getLogger("iotpush.inbox")
+
+T = TypeVar("T")
+
+COLUMNS = (
+    "id, received_at, type, device, key, path, body, headers, state, attempts, due_at, owner,"
+    " lease_until, finished_at, last_error, duplicates, last_duplicate_at"
+)
+
+_QUARANTINE_COLUMNS = "received_at, path, status, reason, field, body, headers, id"
+
+
+def digest(key: str) -> bytes:
+    """The 16-byte dedupe digest of a slot."""
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def entry(row: Sequence[Any]) -> Entry:
+    """An `Entry` from a row of `COLUMNS`."""
+    return Entry(*row[:7], _headers_decoder.decode(row[7]), *row[8:])  # type: ignore[call-arg]
+
+
+def rejection(row: Sequence[Any]) -> Rejection:
+    """A `Rejection` from a row of quarantine columns (``received_at, ..., headers, id``)."""
+    return Rejection(*row[:6], _headers_decoder.decode(row[6]), row[7])  # type: ignore[call-arg]
+
+
+def where(
+    sel: Selection, *, mark: str, one_of: Callable[[str, Sequence[Any]], tuple[str, list[Any]]]
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (placeholders only) and its parameters for a selection.
+
+    Args:
+        sel: The selection.
+        mark: The driver's placeholder (``?``, ``%s``).
+        one_of: The clause and parameters for "``column`` is one of ``values``".
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, values in (("id", sel.ids), ("state", sel.states)):
+        if values is not None:
+            clause, bound = one_of(column, values)
+            clauses.append(clause)
+            params.extend(bound)
+    for column, value in (("type", sel.type), ("device", sel.device)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if sel.since is not None:
+        clauses.append(f"received_at >= {mark}")
+        params.append(sel.since)
+    if sel.until is not None:
+        clauses.append(f"received_at < {mark}")
+        params.append(sel.until)
+    return " AND ".join(clauses) or "TRUE", params
+
+
+class _Writer(Protocol):
+    commits: int
+    writes: int
+
+    async def write(self, fn: Callable[[Any], T], *, wakes: bool, bounded: bool) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class SQLInbox(Inbox):
+    """The part of an `Inbox` on a SQL database that does not depend on the dialect.
+
+    A backend sets ``_writer`` (its group commit) once open and implements `_read`, `_where`,
+    `_fill_outbox` and `_insert_rejection`; `_q`, `_tracker_db` and `_lost` have defaults for
+    ``sqlite3``.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._writer: _Writer | None = None
+        self._tracked: list[tuple[int, float, Notification]] = []  # new in the transaction
+        self._pending_added = False  # that transaction appended an entry for `claim`
+        self._work: asyncio.Event | None = None
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed (with `writes`, shows group commit at work)."""
+        return 0 if self._writer is None else self._writer.commits
+
+    @property
+    def writes(self) -> int:
+        """Writes those transactions held."""
+        return 0 if self._writer is None else self._writer.writes
+
+    # what the backends provide ---------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def _name(self) -> str:
+        """The store, as messages name it (no password)."""
+
+    @abc.abstractmethod
+    async def _read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` on a read connection, in a worker thread."""
+
+    @abc.abstractmethod
+    def _where(self, selection: Selection) -> tuple[str, list[Any]]:
+        """`where` in the backend's placeholders."""
+
+    @abc.abstractmethod
+    def _fill_outbox(self, conn: Any, id: int) -> None:
+        """Record the new entry ``id`` as unpublished for every sink of `outbox`."""
+
+    @abc.abstractmethod
+    def _insert_rejection(self, conn: Any, row: tuple[Any, ...]) -> int:
+        """Insert a quarantine row (`_QUARANTINE_COLUMNS` but the id); return its id."""
+
+    def _q(self, sql: str) -> str:
+        """``sql`` (with ``?`` placeholders) as the driver takes it."""
+        return sql
+
+    def _tracker_db(self, conn: Any) -> trackers.Database:
+        """The writer connection as the trackers use it, ready for their writes."""
+        db: trackers.Database = conn
+        return db
+
+    def _lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection is gone (the whole batch fails)."""
+        return False
+
+    # group commit ----------------------------------------------------------------------------
+
+    async def _write(
+        self, fn: Callable[[Any], T], *, wakes: bool = False, bounded: bool = False
+    ) -> T:
+        if self._writer is None:
+            raise InboxUnavailable(f"the inbox {self._name} is not open")
+        return await self._writer.write(fn, wakes=wakes, bounded=bounded)
+
+    def _before_commit(self, conn: Any) -> None:
+        if self._tracked:
+            self._track(conn)
+
+    def _track(self, conn: Any) -> None:
+        # In the transaction that keeps the entries, so tracker state is as durable as the 200.
+        # A tracker that fails must not cost a notification: its changes alone roll back, it is
+        # logged, and `Tracking.rebuild` can apply the entry again.
+        tracked, self._tracked = self._tracked, []
+        db = self._tracker_db(conn)
+        conn.execute("SAVEPOINT track")
+        try:
+            for id, received_at, notification in tracked:
+                trackers.apply_all(db, id, received_at, notification)
+        except Exception as exc:  # the slow path below finds and logs the culprit
+            if self._lost(exc):
+                raise
+            conn.execute("ROLLBACK TO SAVEPOINT track")
+            for id, received_at, notification in tracked:  # again, one by one
+                conn.execute("SAVEPOINT one")
+                try:
+                    trackers.apply_all(db, id, received_at, notification)
+                except Exception as one:
+                    if self._lost(one):
+                        raise
+                    conn.execute("ROLLBACK TO SAVEPOINT one")
+                    log.exception("tracking entry %d failed; the entry is kept all the same", id)
+                conn.execute("RELEASE SAVEPOINT one")
+        conn.execute("RELEASE SAVEPOINT track")
+
+    # receive path ----------------------------------------------------------------------------
+
+    def _keep(
+        self, conn: Any, insert: str, row: tuple[Any, ...], item: Incoming, dedupe: bytes
+    ) -> tuple[int, bool]:
+        """Run the backend's ``insert`` of ``row`` for ``item``, whose slot digest is
+        ``dedupe``; fill the outbox and queue the tracker writes of a new entry.
+
+        Returns the entry's id and whether it was a duplicate of a kept one.
+        """
+        found = conn.execute(insert, row).fetchone()
+        if found is None:  # the slot's entry has another key, or is outside the window
+            conn.execute(self._q("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?"), (dedupe,))
+            found = conn.execute(insert, row).fetchone()
+        id, duplicate = found[0], found[1] > 0
+        if not duplicate:
+            if self.outbox:  # published only after it is kept
+                self._fill_outbox(conn, id)
+            notification = item.notification
+            if notification is not None and notification.notify_type in trackers.TRACKED_TYPES:
+                self._tracked.append((id, item.received_at, notification))
+        return id, duplicate
+
+    async def quarantine(self, rejection: Rejection) -> int:
+        r = rejection
+        row = (r.received_at, r.path, r.status, r.reason, r.field, r.body,
+               _json_encode(r.headers).decode())  # fmt: skip
+        bound = self.quarantine_max_rows
+        delete = self._q("DELETE FROM quarantine WHERE id <= ?")
+
+        def insert(conn: Any) -> tuple[int, int]:
+            id = self._insert_rejection(conn, row)
+            if bound is None:
+                return id, 0
+            # Ids only grow: keeping the last `bound` ids keeps at most `bound` rows.
+            return id, int(conn.execute(delete, (id - bound,)).rowcount)
+
+        id, dropped = await self._write(insert, bounded=True)
+        if dropped:
+            self._quarantine_full(dropped)
+        return id
+
+    # delivery --------------------------------------------------------------------------------
+
+    async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
+        sql = self._q("UPDATE inbox SET last_error = ?, attempts = ?, due_at = ? WHERE id = ?")
+        await self._write(lambda conn: conn.execute(sql, (error, attempts, retry_at, id)))
+
+    async def dead(self, id: int, error: str, attempts: int) -> None:
+        sql = self._q(
+            "UPDATE inbox SET state = 'dead', last_error = ?, attempts = ?, finished_at = ?,"
+            " owner = NULL, lease_until = NULL WHERE id = ?"
+        )
+        await self._write(lambda conn: conn.execute(sql, (error, attempts, self.clock(), id)))
+
+    async def renew(self, owner: str, lease: float) -> int:
+        sql = self._q("UPDATE inbox SET lease_until = ? WHERE state = 'claimed' AND owner = ?")
+        return await self._write(
+            lambda conn: int(conn.execute(sql, (self.clock() + lease, owner)).rowcount)
+        )
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self._work is None:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._work.wait(), timeout)
+
+    # outbox ----------------------------------------------------------------------------------
+
+    async def release_unpublished(self, sink: str, owner: str) -> int:
+        sql = self._q(
+            "UPDATE outbox SET owner = NULL, lease_until = NULL WHERE sink = ? AND owner = ?"
+        )
+        return await self._write(lambda conn: int(conn.execute(sql, (sink, owner)).rowcount))
+
+    # operator --------------------------------------------------------------------------------
+
+    async def get(self, id: int) -> Entry:
+        sql = self._q(f"SELECT {COLUMNS} FROM inbox WHERE id = ?")  # noqa: S608 - constant columns
+        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
+        if row is None:
+            raise EntryNotFound(f"no inbox entry {id}")
+        return entry(row)
+
+    async def find(self, selection: Selection, *, limit: int = 100, after: int = 0) -> list[Entry]:
+        clause, params = self._where(selection)
+        # `_where` holds column names and placeholders only; the values are bound.
+        sql = self._q(f"SELECT {COLUMNS} FROM inbox WHERE id > ? AND ") + clause  # noqa: S608
+        sql += self._q(" ORDER BY id LIMIT ?")
+        rows = await self._read(lambda conn: conn.execute(sql, (after, *params, limit)).fetchall())
+        return [entry(row) for row in rows]
+
+    async def stats(self) -> InboxStats:
+        def read(conn: Any) -> InboxStats:
+            by_state: dict[str, int] = {}
+            by_type: dict[str, dict[str, int]] = {}
+            sql = "SELECT state, type, count(*), sum(duplicates) FROM inbox GROUP BY state, type"
+            duplicates = 0
+            for state, type_, count, dups in conn.execute(sql):
+                by_state[state] = by_state.get(state, 0) + count
+                by_type.setdefault(type_, {})[state] = count
+                duplicates += int(dups)
+            (oldest,) = conn.execute(
+                "SELECT min(received_at) FROM inbox WHERE state IN ('pending', 'claimed')"
+            ).fetchone()
+            (quarantined,) = conn.execute("SELECT count(*) FROM quarantine").fetchone()
+            sql = "SELECT sink, count(*) FROM outbox GROUP BY sink"
+            unpublished = dict(conn.execute(sql).fetchall())
+            return InboxStats(
+                by_state, by_type, duplicates, quarantined, oldest, self.clock(), unpublished
+            )
+
+        return await self._read(read)
+
+    async def replay(self, selection: Selection) -> int:
+        clause, params = self._where(selection)
+        # `_where` holds column names and placeholders only; the values are bound.
+        sql = self._q(
+            "UPDATE inbox SET state = 'pending', due_at = ?, attempts = 0, finished_at = NULL"
+            " WHERE state IN ('done', 'dead') AND "
+        )
+        sql += clause
+        return await self._write(
+            lambda conn: int(conn.execute(sql, (self.clock(), *params)).rowcount), wakes=True
+        )
+
+    async def purge(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        total = 0
+        finished_entries = (  # and published by every sink
+            "AND state IN ('done', 'dead')"
+            " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
+        )
+        for table, finished in (("inbox", finished_entries), ("quarantine", "")):
+            sql = self._q(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608 - fixed names
+                f" WHERE received_at < ? {finished} LIMIT ?)"
+            )
+
+            def delete(conn: Any, sql: str = sql) -> int:
+                return int(conn.execute(sql, (before, batch)).rowcount)
+
+            while True:  # one transaction per batch, so receiving never waits long
+                deleted = await self._write(delete)
+                total += deleted
+                if progress is not None and deleted:
+                    progress(total)
+                if deleted < batch:
+                    break
+        return total
+
+    async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
+        sql = self._q(
+            f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine"  # noqa: S608 - constant columns
+            " WHERE id > ? ORDER BY id LIMIT ?"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (after, limit)).fetchall())
+        return [rejection(row) for row in rows]
+
+    async def get_quarantined(self, id: int) -> Rejection:
+        sql = self._q(f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE id = ?")  # noqa: S608 - constant columns
+        row = await self._read(lambda conn: conn.execute(sql, (id,)).fetchone())
+        if row is None:
+            raise EntryNotFound(f"no quarantined body {id}")
+        return rejection(row)
