@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import re
 import socket
@@ -189,6 +190,28 @@ def test_server_headers_slower_than_header_timeout_get_the_connection_closed(
     assert first.startswith(b"HTTP/1.1 200")
     assert closed == b""  # closed, without answering the trickled request
     assert app.counters["accepted"] == 0
+
+
+def cycles_left() -> int:
+    """uvicorn request cycles still in memory (without keeping any: a list would)."""
+    gc.collect()
+    return sum(type(o).__name__ == "RequestResponseCycle" for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
+def test_server_header_timeout_keeps_no_finished_request_alive(base: type[Any]) -> None:
+    app = create_app(Config(receiver=Recorder(), store="memory://"))
+    with running(app, http=with_header_timeout(base, 30.0)) as url:
+        for _ in range(2):  # connections closed: their timers go with them
+            with httpx.Client() as client:
+                answers = [client.get(url + "/health").status_code for _ in range(30)]
+                assert answers == [200] * 30
+                # Each finished request (its scope, its body) must be free to go: one waiting
+                # timer per request would hold on to all 30 of this connection's.
+                assert cycles_left() <= 3
+
+        # The server thread learns of the closed connections a moment later.
+        wait_until(lambda: cycles_left() == 0, timeout=5, what="closed connections to be freed")
 
 
 def test_server_without_header_timeout_keeps_a_trickling_client_waiting() -> None:
