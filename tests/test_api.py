@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -23,6 +24,7 @@ from iotpush.api import Error, NotificationItem, Page, openapi
 from iotpush.trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
 from iotpush.tracking import DeviceView, Tracking
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, run, running, wait_until
+from tests.test_tracking import receive
 
 DEVICE = "3f1e9a52-7c41-4b8e-9d2a-61f0c8b5e7a4"  # the spec examples' device
 NB_COMMAND = "108a9c71e3d34d0a9a6b9a11c2f0b7e2"  # the spec's NB-IoT command status example
@@ -180,8 +182,21 @@ def test_device_view_merges_registry_data_shadow_and_commands(serve: Serve) -> N
         ("Device", "DELIVERED", True)
     ]
     assert [(c["command_id"], c["state"]) for c in view["commands"]] == [
-        ("1005", "DELIVERED"), ("1006", "SUCCESSFUL"), (NB_COMMAND, "DELIVERED"),
-    ]  # fmt: skip
+        (NB_COMMAND, "DELIVERED"), ("1006", "SUCCESSFUL"), ("1005", "DELIVERED"),
+    ]  # most recently updated first  # fmt: skip
+    assert view["commands_total"] == 3
+
+
+def test_device_view_holds_as_many_recent_commands_as_asked_and_counts_all(serve: Serve) -> None:
+    with serve() as (url, _):
+        post(url, testing.build("deviceAdded", device_id="dev-1"))
+        post(url, *(nb(f"c-{i}", "dev-1", "SENT") for i in range(4)), nb("c-x", "dev-2", "SENT"))
+        views = {n: fetch(url, f"/api/devices/dev-1?commands={n}", DeviceView) for n in (2, 0)}
+        default = fetch(url, "/api/devices/dev-1", DeviceView)
+    assert [(c["command_id"]) for c in views[2]["commands"]] == ["c-3", "c-2"]
+    assert [(c["command_id"]) for c in default["commands"]] == ["c-3", "c-2", "c-1", "c-0"]
+    assert views[0]["commands"] == []
+    assert [v["commands_total"] for v in (views[2], views[0], default)] == [4, 4, 4]
 
 
 def test_devices_list_filters_status_hides_deleted_and_pages(serve: Serve) -> None:
@@ -242,6 +257,33 @@ def test_upgrade_firmware_steps_and_result_show_per_device(serve: Serve) -> None
     assert [e["value"] for e in record["history"]] == ["1", "2", "3", "SUCCESS"]
     assert ids(of_device, "operation_id") == ["op-fw"]
     assert ids(every, "operation_id") == ["op-sw", "op-fw"]  # most recently updated first
+    assert every["next"] is None
+
+
+def upgrade_state(operation: str) -> Notification:
+    return testing.build(
+        "swUpgradeStateChangeNotify", operation_id=operation, sub_operation_id="s",
+        device_id="dev-1", sw_upgrade_state="downloading",
+    )  # fmt: skip
+
+
+def test_upgrades_list_pages_with_next_through_ties_until_null(serve: Serve, db: str) -> None:
+    async def received_at_one_time() -> None:
+        async with open_inbox(db) as inbox:
+            for operation in ["op-4", "op,/0", "op-2", "op-1", "op-3"]:
+                await receive(inbox, upgrade_state(operation), 1000.0)
+
+    run(received_at_one_time())
+    with serve() as (url, _):
+        post(url, upgrade_state("op-new"))  # updated now: the newest
+        pages, query = [], {"limit": "2"}
+        while len(pages) < 6:
+            page = fetch(url, f"/api/upgrades?{urlencode(query)}", Page[UpgradeRecord])
+            pages.append(ids(page, "operation_id"))
+            if page["next"] is None:
+                break
+            query["after"] = page["next"]
+    assert pages == [["op-new", "op,/0"], ["op-1", "op-2"], ["op-3", "op-4"], []]
 
 
 # --- notifications ----------------------------------------------------------------------------
@@ -300,6 +342,8 @@ ERRORS = [
     ("GET", "/api/notifications?type=bogus", 400, "type must be a notifyType", "type"),
     ("GET", "/api/notifications?since=yesterday", 400, "expected a time", "since"),
     ("GET", "/api/notifications?after=abc", 400, "after must be a `next`", "after"),
+    ("GET", "/api/upgrades?after=op-1", 400, "after must be a `next` of this list", "after"),
+    ("GET", "/api/devices/d-1?commands=1001", 400, "commands must be 0..1000", "commands"),
     ("GET", "/api/commands?colour=red", 400, "unknown query parameter 'colour'", "colour"),
     ("GET", "/api/shadow/unsynced?limit=5", 400, "unknown query parameter 'limit'", "limit"),
     ("GET", "/api/devices?status=A&status=B", 400, "status must be given at most once", "status"),
@@ -351,8 +395,9 @@ def test_api_store_failure_answers_503_and_logs(
 
 SAMPLE_VALUES = {
     "device": "d-1", "state": "SENT", "overdue": "true", "status": "ONLINE", "deleted": "true",
-    "type": "deviceAdded", "since": "2h", "limit": "5", "after": "1",
+    "type": "deviceAdded", "since": "2h", "limit": "5", "after": "1", "commands": "5",
 }  # fmt: skip
+SAMPLE_CURSOR = "1795304123.7214675,6f702d31,73,642d31"  # /api/upgrades pages with a cursor
 
 
 def refs(node: Any) -> Iterator[str]:
@@ -390,8 +435,10 @@ def test_openapi_document_describes_every_endpoint_and_resolves_every_ref(empty:
         path_params = [p["name"] for p in operation["parameters"] if p["in"] == "path"]
         assert path_params == re.findall(r"\{(\w+)\}", template)
         # Every documented parameter is accepted: with a sample of each, no 400 and no 405.
+        cursor = {"after": SAMPLE_CURSOR} if template == "/api/upgrades" else {}
+        samples = SAMPLE_VALUES | cursor
         query = "&".join(
-            f"{p['name']}={SAMPLE_VALUES[p['name']]}"
+            f"{p['name']}={samples[p['name']]}"
             for p in operation["parameters"]
             if p["in"] == "query"
         )

@@ -172,10 +172,26 @@ def test_devices_show_prints_info_latest_data_shadow_and_commands(store: str) ->
     shadow = lines[lines.index("shadow:") + 1]
     assert shadow.startswith("  Device: DELIVERED, synced  {")
     commands = lines[lines.index("commands:") + 1 :]
-    assert [line.split()[:2] for line in commands] == [
-        ["1005", "DELIVERED"],
+    assert [line.split()[:2] for line in commands] == [  # most recently updated first
         ["1006", "SUCCESSFUL"],
+        ["1005", "DELIVERED"],
     ]
+
+
+def test_devices_show_commands_limits_them_and_says_how_to_list_all(store: str) -> None:
+    out = invoke("devices", "show", DEVICE, "--commands", "1", "--store", store).stdout
+    lines = out.splitlines()
+    header = (
+        f"commands: the 1 most recently updated of 2 (all: iotpush commands ls --device {DEVICE})"
+    )
+    assert [line.split()[:2] for line in lines[lines.index(header) + 1 :]] == [
+        ["1006", "SUCCESSFUL"]
+    ]
+    none = invoke("devices", "show", DEVICE, "--commands", "0", "--json", "--store", store).stdout
+    view = msgspec.json.decode(none, type=DeviceView)
+    assert (view.commands, view.commands_total) == ([], 2)
+    result = invoke("devices", "show", DEVICE, "--commands", "1001", "--store", store, code=2)
+    assert "--commands" in result.output
 
 
 def test_devices_show_json_prints_the_device_view(store: str) -> None:

@@ -17,12 +17,14 @@ from iotpush.models import Notification
 from iotpush.trackers import (
     CommandRecord,
     apply_all,
+    count_commands,
     expect,
     find_commands,
     get_command,
     next_state,
     normalise,
     overdue,
+    recent_commands,
 )
 from tests.conftest import tracker_db
 
@@ -323,6 +325,24 @@ def test_find_commands_pages_by_command_id(db: sqlite3.Connection) -> None:
         after = page[-1].command_id
     assert seen == names
     assert all(len(r.history) == 1 for r in find_commands(db, limit=3))
+
+
+def test_recent_commands_newest_first_ties_by_id_and_counted(db: sqlite3.Connection) -> None:
+    updates = [("c-old", "d1", 10.0), ("c-b", "d1", 30.0), ("c-a", "d1", 30.0),
+               ("c-mid", "d1", 20.0), ("c-other", "d2", 40.0)]  # fmt: skip
+    for i, (command, device, at) in enumerate(updates):
+        apply_all(db, i + 1, at, nb("SENT", command=command, device=device))
+    expect(db, "c-new", "d1", deadline=99.0, now=35.0)  # an expectation counts too
+
+    def ids(records: list[CommandRecord]) -> list[str]:
+        return [r.command_id for r in records]
+
+    assert ids(recent_commands(db, "d1")) == ["c-new", "c-a", "c-b", "c-mid", "c-old"]
+    assert ids(recent_commands(db, "d1", limit=2)) == ["c-new", "c-a"]
+    assert ids(recent_commands(db, "d-none")) == []
+    assert (count_commands(db, "d1"), count_commands(db, "d2"), count_commands(db, "x")) == (
+        5, 1, 0,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001], ids=["zero", "negative", "too-big"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from iotpush import testing
 from iotpush.models import Notification
 from iotpush.trackers import UpgradeRecord, apply_all, find_upgrades, get_upgrade
+from iotpush.trackers.upgrades import CURSOR_PATTERN, parse_cursor
 
 KEY: dict[str, Any] = {
     "operation_id": "op-1",
@@ -147,6 +149,103 @@ def test_find_upgrades_newest_first_optionally_for_one_device(db: sqlite3.Connec
     assert [r.operation_id for r in find_upgrades(db)] == ["op-c", "op-b", "op-a"]
     assert [r.operation_id for r in find_upgrades(db, device="d1")] == ["op-c", "op-a"]
     assert [r.operation_id for r in find_upgrades(db, limit=1)] == ["op-c"]
+
+
+# Many records sharing each update time, ids holding the cursor's separator and escapes, and
+# times that decimal text does not hold exactly.
+TIMES = (10.0, 20.1, 1795304123.7214675)
+KEYS = [
+    (operation, sub, device)
+    for operation in ("op-a", "op,b", "op/c%2C")
+    for sub in ("s1", "s 2")
+    for device in ("d1", "d2")
+]
+
+
+def fill(db: sqlite3.Connection) -> list[UpgradeRecord]:
+    """One record per `KEYS` key, updated at one of `TIMES` (four records each); all of them."""
+    for i, (operation, sub, device) in enumerate(KEYS):
+        key = {"operation_id": operation, "sub_operation_id": sub, "device_id": device}
+        apply_all(db, 2 * i + 1, 5.0, sw_state("downloading", **key))
+        apply_all(db, 2 * i + 2, TIMES[i % 3], sw_state("updating", **key))
+    return find_upgrades(db, limit=1000)
+
+
+def page_through(
+    db: sqlite3.Connection, limit: int, device: str | None = None, after: str | None = None
+) -> list[UpgradeRecord]:
+    """Every record from ``after`` on, read ``limit`` at a time, each page continuing the last."""
+    seen: list[UpgradeRecord] = []
+    for _ in range(len(KEYS) + 1):  # a cursor that does not move on would loop forever
+        page = find_upgrades(db, device, limit, after)
+        if not page:
+            return seen
+        assert len(page) <= limit
+        seen += page
+        after = page[-1].cursor
+    raise AssertionError(f"more pages than records: {[key(r) for r in seen]}")
+
+
+def key(record: UpgradeRecord) -> tuple[str, str, str]:
+    return record.operation_id, record.sub_operation_id, record.device_id
+
+
+def test_find_upgrades_orders_by_update_time_newest_first_then_key(db: sqlite3.Connection) -> None:
+    every = fill(db)
+    expected = sorted(
+        zip(KEYS, [TIMES[i % 3] for i in range(len(KEYS))], strict=True),
+        key=lambda pair: (-pair[1], pair[0]),
+    )
+    assert [(key(r), r.updated_at) for r in every] == expected
+
+
+@pytest.mark.parametrize("limit", [1, 4, 5, 11, 12, 13])
+def test_find_upgrades_pages_through_ties_on_updated_at_each_record_once(
+    db: sqlite3.Connection, limit: int
+) -> None:
+    every = fill(db)
+    assert len(every) == len(KEYS) == 3 * 4
+    assert page_through(db, limit) == every
+    assert page_through(db, limit, device="d2") == [r for r in every if r.device_id == "d2"]
+
+
+def test_find_upgrades_record_updated_while_paging_moves_to_the_front(
+    db: sqlite3.Connection,
+) -> None:
+    every = fill(db)
+    first = find_upgrades(db, limit=4)
+    moved = every[-1]
+    apply_all(
+        db,
+        1000,
+        2e9,
+        sw_state(
+            "downloaded",
+            **dict(zip(["operation_id", "sub_operation_id", "device_id"], key(moved), strict=True)),
+        ),
+    )
+    rest = page_through(db, 4, after=first[-1].cursor)
+    assert [key(r) for r in first + rest] == [key(r) for r in every if r is not moved]
+    (front,) = find_upgrades(db, limit=1)
+    assert (key(front), front.updated_at, front.state) == (key(moved), 2e9, "downloaded")
+
+
+def test_upgrade_cursor_reads_back_as_the_update_time_and_key(db: sqlite3.Connection) -> None:
+    for record in fill(db):
+        assert re.fullmatch(CURSOR_PATTERN, record.cursor)
+        assert parse_cursor(record.cursor) == (record.updated_at, *key(record))
+
+
+NOT_CURSORS = [
+    "", "1", "op-1", "1.5,aa,bb", "1.5,aa,bb,cc,dd", "x,aa,bb,cc", "1.5;aa;bb;cc", "inf,aa,bb,cc",
+    "1e+16,aa,bb,cc", "1.5,a,bb,cc", "1.5,AA,bb,cc", "1.5,zz,bb,cc",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", NOT_CURSORS, ids=[repr(t) for t in NOT_CURSORS])
+def test_find_upgrades_after_not_a_cursor_raises(db: sqlite3.Connection, text: str) -> None:
+    with pytest.raises(ValueError, match="not a cursor of the upgrades list"):
+        find_upgrades(db, after=text)
 
 
 def test_upgrade_record_encodes_as_json(db: sqlite3.Connection) -> None:

@@ -253,6 +253,61 @@ def test_watch_keeps_checking_when_the_store_fails(
     assert len(failures) == 3
 
 
+# --- devices and upgrades ---------------------------------------------------------------------
+
+
+def test_device_holds_its_most_recent_commands_and_counts_them_all(db: str) -> None:
+    async def scenario(tracking: Tracking) -> list[Any]:
+        await receive(tracking.inbox, testing.build("deviceAdded", device_id="d-1"), 1000.0)
+        for command, at in [("c-1", 1001.0), ("c-3", 1003.0), ("c-2", 1003.0), ("c-4", 1002.0)]:
+            await receive(tracking.inbox, nb(command, "d-1", "SENT"), at)
+        await receive(tracking.inbox, nb("c-9", "d-2", "SENT"), 1009.0)
+        views = [await tracking.device("d-1", commands=n) for n in (100, 2, 0)]
+        return [([c.command_id for c in v.commands], v.commands_total) for v in views]
+
+    assert with_tracking(db, scenario) == [
+        (["c-2", "c-3", "c-4", "c-1"], 4), (["c-2", "c-3"], 4), ([], 4),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("commands", [-1, 1001], ids=["negative", "too-many"])
+def test_device_commands_out_of_range_raises(db: str, commands: int) -> None:
+    with pytest.raises(ValueError, match="commands must be between 0 and 1000"):
+        with_tracking(db, lambda t: t.device("d-1", commands=commands))
+
+
+def test_upgrades_page_with_the_last_cursor_through_ties_each_record_once(db: str) -> None:
+    def state(device: str, operation: str) -> Notification:
+        return testing.build(
+            "swUpgradeStateChangeNotify", operation_id=operation, sub_operation_id="s",
+            device_id=device, sw_upgrade_state="downloading",
+        )  # fmt: skip
+
+    async def scenario(tracking: Tracking) -> tuple[list[Any], list[Any], list[int]]:
+        for i in range(7):  # three share one update time, four another
+            await receive(tracking.inbox, state(f"d-{i % 2}", f"op-{i}"), 1001.0 + i % 2)
+        pages: list[list[Any]] = []
+        after: str | None = None
+        while (page := await tracking.upgrades(limit=3, after=after)) and len(pages) < 7:
+            pages.append(page)
+            after = page[-1].cursor
+        every = await tracking.upgrades(limit=1000)
+        return [r for page in pages for r in page], every, [len(page) for page in pages]
+
+    paged, every, sizes = with_tracking(db, scenario)
+    assert sizes == [3, 3, 1]
+    assert paged == every
+    assert [(r.updated_at, r.operation_id) for r in every] == [
+        (1002.0, "op-1"), (1002.0, "op-3"), (1002.0, "op-5"),
+        (1001.0, "op-0"), (1001.0, "op-2"), (1001.0, "op-4"), (1001.0, "op-6"),
+    ]  # fmt: skip
+
+
+def test_upgrades_after_not_a_cursor_raises(db: str) -> None:
+    with pytest.raises(ValueError, match="not a cursor of the upgrades list"):
+        with_tracking(db, lambda t: t.upgrades(after="op-1"))
+
+
 # --- rebuild ----------------------------------------------------------------------------------
 
 DEVICES = ["d-1", "d-2"]

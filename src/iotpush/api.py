@@ -25,7 +25,8 @@ from .inbox import Entry
 from .models import NOTIFICATION_TYPES
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord, normalise
 from .trackers.commands import _ALIASES, RANKS
-from .tracking import DeviceView, Tracking
+from .trackers.upgrades import CURSOR_PATTERN, parse_cursor
+from .tracking import MAX_VIEW_COMMANDS, DeviceView, Tracking
 
 __all__ = ["Error", "NotificationItem", "Page", "QueryAPI"]
 
@@ -38,6 +39,7 @@ Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
+DEFAULT_VIEW_COMMANDS: Final = 100
 _REF: Final = "#/components/schemas/{name}"
 _JSON: Final = "application/json"
 
@@ -104,6 +106,16 @@ _PARAMETERS: Final[dict[str, tuple[dict[str, Any], str]]] = {
         "Page size.",
     ),
     "after": (_TEXT, "The `next` of the previous page."),
+    "commands": (
+        {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_VIEW_COMMANDS,
+            "default": DEFAULT_VIEW_COMMANDS,
+        },
+        "How many of the device's commands to include, most recently updated first;"
+        " `commands_total` counts them all, and /api/commands?device= pages through them.",
+    ),
 }
 
 
@@ -134,9 +146,12 @@ class _Query:
         return value == "true"
 
     def limit(self) -> int:
-        value = self.values.get("limit", str(DEFAULT_LIMIT))
-        if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= MAX_LIMIT:
-            raise _Refused(400, f"limit must be 1..{MAX_LIMIT}, got {value!r}", "limit")
+        return self.integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.values.get(name, str(default))
+        if not re.fullmatch(r"[0-9]{1,7}", value) or not low <= int(value) <= high:
+            raise _Refused(400, f"{name} must be {low}..{high}, got {value!r}", name)
         return int(value)
 
 
@@ -157,12 +172,16 @@ _ROUTES: Final = (
            "A command's state, deadline and history."),
     _Route(("api", "devices"), ("status", "deleted", "limit", "after"), Page[DeviceRecord],
            "listDevices", "Devices by device id, with their latest data."),
-    _Route(("api", "devices", "{id}"), (), DeviceView, "getDevice",
-           "A device's registry record, latest data, shadow sync and commands."),
+    _Route(("api", "devices", "{id}"), ("commands",), DeviceView, "getDevice",
+           "A device's registry record, latest data, shadow sync and most recent commands."),
     _Route(("api", "shadow", "unsynced"), (), Page[ShadowRecord], "listUnsynced",
            "Device services whose desired properties FAILED or are unconfirmed."),
-    _Route(("api", "upgrades"), ("device", "limit"), Page[UpgradeRecord], "listUpgrades",
-           "Upgrades, most recently updated first (one page: raise limit for more)."),
+    _Route(("api", "upgrades"), ("device", "limit", "after"), Page[UpgradeRecord],
+           "listUpgrades",
+           "Upgrades, most recently updated first, then by operation, sub-operation and device"
+           " id. A record updated while you page moves to the front: the following pages skip"
+           " it, every other record appears once.",
+           {"after": {"type": "string", "pattern": CURSOR_PATTERN}}),
     _Route(("api", "upgrades", "{operationId}"), (), Page[UpgradeRecord], "getUpgrade",
            "Each device's progress in one upgrade operation."),
     _Route(("api", "notifications"), ("type", "device", "since", "limit", "after"),
@@ -282,15 +301,23 @@ class QueryAPI:
         )  # fmt: skip
         return _page(items, limit, lambda r: r.device_id)
 
-    async def _device(self, args: list[str], _: _Query) -> DeviceView:
-        return await self.tracking.device(args[0])
+    async def _device(self, args: list[str], q: _Query) -> DeviceView:
+        commands = q.integer("commands", DEFAULT_VIEW_COMMANDS, 0, MAX_VIEW_COMMANDS)
+        return await self.tracking.device(args[0], commands=commands)
 
     async def _unsynced(self, _: list[str], q: _Query) -> Page[ShadowRecord]:
         return Page(items=await self.tracking.unsynced(), next=None)
 
     async def _upgrades(self, _: list[str], q: _Query) -> Page[UpgradeRecord]:
-        items = await self.tracking.upgrades(device=q.text("device"), limit=q.limit())
-        return Page(items=items, next=None)
+        after, limit = q.text("after"), q.limit()
+        if after is not None:
+            try:
+                parse_cursor(after)
+            except ValueError as exc:
+                error = f"after must be a `next` of this list, got {after!r}"
+                raise _Refused(400, error, "after") from exc
+        items = await self.tracking.upgrades(device=q.text("device"), limit=limit, after=after)
+        return _page(items, limit, lambda r: r.cursor)
 
     async def _upgrade(self, args: list[str], _: _Query) -> Page[UpgradeRecord]:
         return Page(items=await self.tracking.upgrade(args[0]), next=None)

@@ -22,7 +22,7 @@ from .inbox import STATES, Entry, Inbox, Selection
 from .models import NOTIFICATION_TYPES
 from .server import DEFAULT_STORE, Config, open_store, run
 from .trackers import CommandRecord, DeviceRecord
-from .tracking import DeviceView, Tracking
+from .tracking import MAX_VIEW_COMMANDS, DeviceView, Tracking
 
 T = TypeVar("T")
 
@@ -579,7 +579,14 @@ def _device_text(view: DeviceView) -> Iterator[str]:
     for s in view.shadow:
         sync = "synced" if s.synced else "PENDING" if s.pending else "NOT SYNCED"
         yield f"  {s.service_id}: {s.status or '-'}, {sync}  {_compact(s.properties)}"
-    yield "commands:" + ("" if view.commands else " -")
+    shown, total = len(view.commands), view.commands_total
+    if shown < total:
+        yield (
+            f"commands: the {shown} most recently updated of {total}"
+            f" (all: iotpush commands ls --device {d.device_id})"
+        )
+    else:
+        yield "commands:" + ("" if view.commands else " -")
     yield from ("  " + line for line in _command_lines(view.commands))
 
 
@@ -608,10 +615,16 @@ def devices_ls(store: str, status: str | None, deleted: bool, limit: int, after:
 @devices.command("show")
 @click.argument("id")
 @store_option
+@click.option(
+    "--commands",
+    default=100,
+    type=click.IntRange(0, MAX_VIEW_COMMANDS),
+    help="How many of its commands to show, most recently updated first.",
+)
 @json_option
-def devices_show(id: str, store: str, as_json: bool) -> None:
-    """Show one device: info, latest data per property, shadow sync and commands."""
-    view = _tracking_call(store, lambda tracking: tracking.device(id))
+def devices_show(id: str, store: str, commands: int, as_json: bool) -> None:
+    """Show one device: info, latest data per property, shadow sync and recent commands."""
+    view = _tracking_call(store, lambda tracking: tracking.device(id, commands=commands))
     _output(view, as_json, lambda: _device_text(view))
 
 

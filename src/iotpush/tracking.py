@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -24,17 +24,29 @@ from .exceptions import EntryNotFound, NotificationError
 from .inbox import Entry, Inbox, Selection, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
 
-__all__ = ["DeviceView", "Tracking"]
+__all__ = ["MAX_VIEW_COMMANDS", "DeviceView", "Tracking"]
 
 log = logging.getLogger("iotpush.tracking")
 
 
+MAX_VIEW_COMMANDS: Final = 1000
+
+
 class DeviceView(msgspec.Struct, frozen=True, kw_only=True):
-    """A device with everything known about it: registry, latest data, shadow, commands."""
+    """A device with everything known about it: registry, latest data, shadow, recent commands.
+
+    Attributes:
+        commands: The device's most recently updated commands, newest first (ties by command
+            id), as many as `Tracking.device` was asked for (100 by default).
+        commands_total: How many commands the device has. When it is more than ``commands``
+            holds, page through them all with ``Tracking.commands(device=...)``
+            (``GET /api/commands?device=``, ``iotpush commands ls --device``).
+    """
 
     device: DeviceRecord
     shadow: list[ShadowRecord]
     commands: list[CommandRecord]
+    commands_total: int
 
 
 class Tracking:
@@ -141,21 +153,32 @@ class Tracking:
 
     # devices, shadows, upgrades -----------------------------------------------------------
 
-    async def device(self, device_id: str) -> DeviceView:
-        """A device's registry record, latest data, shadow sync and commands.
+    async def device(self, device_id: str, *, commands: int = 100) -> DeviceView:
+        """A device's registry record, latest data, shadow sync and most recent commands.
+
+        Args:
+            device_id: The device.
+            commands: How many of its commands to include, the most recently updated first:
+                0 to 1000. ``DeviceView.commands_total`` says how many it has in all;
+                ``Tracking.commands(device=...)`` pages through every one.
 
         Raises:
             EntryNotFound: No notification named the device.
+            ValueError: ``commands`` is out of range.
         """
+        if not 0 <= commands <= MAX_VIEW_COMMANDS:
+            raise ValueError(f"commands must be between 0 and {MAX_VIEW_COMMANDS}, got {commands}")
 
         def read(db: Any) -> DeviceView | None:
             record = trackers.get_device(db, device_id)
             if record is None:
                 return None
+            recent = trackers.recent_commands(db, device_id, commands) if commands else []
             return DeviceView(
                 device=record,
                 shadow=trackers.get_shadow(db, device_id),
-                commands=trackers.find_commands(db, device=device_id, limit=1000),
+                commands=recent,
+                commands_total=trackers.count_commands(db, device_id),
             )
 
         view = await self.inbox.read(read)
@@ -202,9 +225,19 @@ class Tracking:
             raise EntryNotFound(f"no upgrade operation {operation_id}")
         return records
 
-    async def upgrades(self, *, device: str | None = None, limit: int = 100) -> list[UpgradeRecord]:
-        """Upgrades, most recently updated first."""
-        return await self.inbox.read(lambda db: trackers.find_upgrades(db, device, limit))
+    async def upgrades(
+        self, *, device: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[UpgradeRecord]:
+        """Upgrade records, most recently updated first (page with ``after``, the last record's
+        `UpgradeRecord.cursor`).
+
+        A record updated while you page moves to the front and is not seen again by the pages
+        that follow; every other record appears once (see `trackers.find_upgrades`).
+
+        Raises:
+            ValueError: ``limit`` is out of range or ``after`` is not a cursor.
+        """
+        return await self.inbox.read(lambda db: trackers.find_upgrades(db, device, limit, after))
 
     # notifications ------------------------------------------------------------------------
 

@@ -28,12 +28,14 @@ from ._common import Cursor, Database
 from .commands import (
     CommandEvent,
     CommandRecord,
+    count_commands,
     expect,
     find_commands,
     get_command,
     next_state,
     normalise,
     overdue,
+    recent_commands,
 )
 from .devices import DataPoint, DeviceRecord, find_devices, get_device
 from .shadow import ShadowEvent, ShadowRecord, expect_shadow, get_shadow, shadow_history, unsynced
@@ -55,6 +57,7 @@ __all__ = [
     "UpgradeRecord",
     "apply_all",
     "commands",
+    "count_commands",
     "devices",
     "expect",
     "expect_shadow",
@@ -68,6 +71,7 @@ __all__ = [
     "next_state",
     "normalise",
     "overdue",
+    "recent_commands",
     "reset",
     "shadow",
     "shadow_history",

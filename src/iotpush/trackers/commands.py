@@ -29,7 +29,8 @@ from ._common import Database, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
     "HANDLES", "RANKS", "RESET", "SCHEMA", "TERMINAL", "CommandEvent", "CommandRecord", "apply",
-    "expect", "find_commands", "get_command", "next_state", "normalise", "overdue",
+    "count_commands", "expect", "find_commands", "get_command", "next_state", "normalise",
+    "overdue", "recent_commands",
 ]  # fmt: skip
 
 HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp)
@@ -334,6 +335,24 @@ def find_commands(
             clauses.append(clause)
             params.append(value)
     return _select(db, clauses, params, ["command_id"], limit)
+
+
+def recent_commands(db: Database, device: str, limit: int = 100) -> list[CommandRecord]:
+    """Return a device's ``limit`` most recently updated commands, newest first.
+
+    Commands updated at the same time are ordered by command id. For all of a device's commands,
+    page through `find_commands` with ``device``.
+
+    Raises:
+        ValueError: ``limit`` is not between 1 and 1000.
+    """
+    return _select(db, ["device_id = ?"], [device], ["updated_at DESC", "command_id"], limit)
+
+
+def count_commands(db: Database, device: str) -> int:
+    """Return how many commands a device has."""
+    row = db.execute("SELECT COUNT(*) FROM commands WHERE device_id = ?", (device,)).fetchone()
+    return int(row[0])
 
 
 def overdue(db: Database, now: float) -> list[CommandRecord]:

@@ -9,10 +9,15 @@ beside it. The result (SUCCESS, FAIL) is final: the first result push by entry i
 versions, and nothing later changes it; a state push that follows a result still updates the state,
 and a second result goes to the history only. Every apply refolds the record from its (short)
 history, so the order entries are applied in does not matter.
+
+`find_upgrades` lists the records most recently updated first and pages with a cursor (an
+`UpgradeRecord.cursor`): the record's update time and key, so a page continues exactly after the
+previous one even where records share an update time.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -28,8 +33,8 @@ from ..models import (
 from ._common import Database, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
-    "HANDLES", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord", "apply", "find_upgrades",
-    "get_upgrade",
+    "CURSOR_PATTERN", "HANDLES", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord", "apply",
+    "find_upgrades", "get_upgrade", "parse_cursor",
 ]  # fmt: skip
 
 HANDLES: Final = (
@@ -92,6 +97,15 @@ _JOIN: Final = (
     " AND e.sub_operation_id = u.sub_operation_id AND e.device_id = u.device_id"
 )
 _UPSERT: Final = upsert_sql("upgrades", _COLUMNS, _KEY_COLUMNS)
+# A cursor: the update time (its ``repr``, which reads back exactly), then each part of the key
+# as the hex of its UTF-8: only characters a URL or a shell passes as they are.
+_CURSOR: Final = r"-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?(,([0-9a-f]{2})*){3}"
+CURSOR_PATTERN: Final = f"^{_CURSOR}$"
+"""What every cursor matches (a JSON Schema ``pattern``); `parse_cursor` reads any such text."""
+_AFTER: Final = (
+    "updated_at <= ? AND (updated_at < ?"
+    " OR (operation_id, sub_operation_id, device_id) > (?, ?, ?))"
+)
 _RESULT_MEMBERS: Final = (
     "cur_version",
     "target_version",
@@ -147,6 +161,13 @@ class UpgradeRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     updated_at: float
     history: tuple[UpgradeEvent, ...] = ()
+
+    @property
+    def cursor(self) -> str:
+        """The ``after`` of `find_upgrades` that continues just after this record."""
+        key = (self.operation_id, self.sub_operation_id, self.device_id)
+        when = repr(float(self.updated_at)).replace("+", "")  # 1e+16 reads back from 1e16
+        return ",".join([when, *(part.encode().hex() for part in key)])
 
 
 def _event(n: Notification) -> tuple[str, str, str, dict[str, Any]] | None:
@@ -254,12 +275,48 @@ def get_upgrade(db: Database, operation_id: str) -> list[UpgradeRecord]:
     return _select(db, ["operation_id = ?"], [operation_id], order, None)
 
 
-def find_upgrades(db: Database, device: str | None = None, limit: int = 100) -> list[UpgradeRecord]:
-    """Return the most recently updated upgrade records, optionally of one device only.
+def parse_cursor(text: str) -> tuple[float, str, str, str]:
+    """Read a cursor (`UpgradeRecord.cursor`): the update time and key a page continues after.
 
     Raises:
-        ValueError: ``limit`` is not between 1 and 1000.
+        ValueError: ``text`` does not match `CURSOR_PATTERN`.
     """
-    clauses, params = (["device_id = ?"], [device]) if device is not None else ([], [])
+    if re.fullmatch(_CURSOR, text) is None:
+        raise ValueError(f"not a cursor of the upgrades list: {text!r}")
+    updated_at, *parts = text.split(",")
+    key = [bytes.fromhex(part).decode("utf-8", "replace") for part in parts]
+    return float(updated_at), key[0], key[1], key[2]
+
+
+def find_upgrades(
+    db: Database, device: str | None = None, limit: int = 100, after: str | None = None
+) -> list[UpgradeRecord]:
+    """Return upgrade records, most recently updated first, one page at a time.
+
+    Records are ordered by update time, newest first, then by operation, sub-operation and device
+    id; pass the `UpgradeRecord.cursor` of a page's last record as ``after`` to get the next page.
+    A page continues exactly after that record, so paging returns every record once even where
+    many share an update time. A record updated while you page moves to the front: the pages
+    after that skip it (the first page shows it again), and every other record still appears
+    once.
+
+    Args:
+        db: The connection.
+        device: Only this device's records.
+        limit: Page size, 1 to 1000.
+        after: Only records after the one this cursor was taken from.
+
+    Raises:
+        ValueError: ``limit`` is out of range, or ``after`` is not a cursor (`parse_cursor`).
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    if device is not None:
+        clauses.append("device_id = ?")
+        params.append(device)
+    if after is not None:
+        updated_at, *key = parse_cursor(after)
+        clauses.append(_AFTER)
+        params.extend([updated_at, updated_at, *key])
     order = ["updated_at DESC", "operation_id", "sub_operation_id", "device_id"]
     return _select(db, clauses, params, order, limit)
