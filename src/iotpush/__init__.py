@@ -12,6 +12,7 @@ from .exceptions import (
     IotpushError,
     NotificationError,
     ReceiverLoadError,
+    SinkError,
 )
 from .inbox import Entry, Inbox, InboxStats, Rejection, Selection, open_inbox
 from .legacy import PushMessageReceiver
@@ -112,6 +113,7 @@ __all__ = [
     "ServiceData",
     "ServiceInfo",
     "ServiceInfoChanged",
+    "SinkError",
     "SwUpgradeResultNotify",
     "SwUpgradeStateChangeNotify",
     "Tracking",
