@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from iotpush import App, Config, ConfigError, Entry, Rejection, Selection, create_app, open_inbox
-from iotpush import cli as cli_module
 from iotpush.access import IPAllowlist, PathToken, SignatureVerifier, decode_secret, parse_network
 from iotpush.cli import main
+from iotpush.cli import serve as cli_module
 from iotpush.server import uvicorn_options
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, run, running
 

@@ -372,7 +372,8 @@ def test_cli_serve_limit_options_and_their_environment_variables_reach_the_confi
 ) -> None:
     from click.testing import CliRunner
 
-    from iotpush import cli as cli_module
+    from iotpush.cli import main
+    from iotpush.cli import serve as cli_module
 
     configs: list[Config] = []
     monkeypatch.setattr(cli_module, "run", configs.append)
@@ -385,8 +386,8 @@ def test_cli_serve_limit_options_and_their_environment_variables_reach_the_confi
            "IOTPUSH_SERVE_QUARANTINE_MAX_ROWS": "500"}  # fmt: skip
     runner = CliRunner()
     for result in (
-        runner.invoke(cli_module.main, args),
-        runner.invoke(cli_module.main, ["serve"], env=env),
+        runner.invoke(main, args),
+        runner.invoke(main, ["serve"], env=env),
     ):
         assert result.exit_code == 0, result.output
     given, from_env = configs

@@ -1,0 +1,157 @@
+"""``iotpush inbox`` and ``iotpush quarantine``: the kept and the refused notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+import msgspec
+
+from .._when import format_ts
+from ..inbox import STATES, Entry, Selection
+from ._shared import TYPE_CHOICE, WHEN, inbox_call, store_option
+
+
+@click.group()
+def quarantine() -> None:
+    """Bodies the receiver refused (bad JSON, unknown type...), kept for the operator."""
+
+
+@quarantine.command("ls")
+@store_option
+@click.option("--limit", default=50, type=int)
+@click.option("--after", default=0, type=int, help="Only records with an id above this.")
+def quarantine_ls(store: str, limit: int, after: int) -> None:
+    """List refused bodies, oldest first."""
+    records = inbox_call(store, lambda inbox: inbox.quarantined(limit=limit, after=after))
+    if not records:
+        click.echo("quarantine is empty")
+    for r in records:
+        click.echo(
+            f"{r.id:>6}  {format_ts(r.received_at)}  {r.status}  {r.path}  {r.field}: {r.reason}"
+        )
+
+
+@quarantine.command("show")
+@click.argument("id", type=int)
+@store_option
+def quarantine_show(id: int, store: str) -> None:
+    """Show one refused body with its headers."""
+    r = inbox_call(store, lambda inbox: inbox.get_quarantined(id))
+    click.echo(
+        f"id: {r.id}\nreceived: {format_ts(r.received_at)}\npath: {r.path}\nstatus: {r.status}"
+    )
+    click.echo(f"reason: {r.reason}\nfield: {r.field}")
+    for name, value in r.headers.items():
+        click.echo(f"header {name}: {value}")
+    click.echo(f"body ({len(r.body)} bytes):")
+    click.echo(r.body.decode("utf-8", "backslashreplace"))
+
+
+@click.group()
+def inbox() -> None:
+    """Accepted notifications and their delivery: inspect, replay, purge."""
+
+
+@inbox.command("stats")
+@store_option
+def inbox_stats(store: str) -> None:
+    """Counts by state and type, and how old the oldest undelivered entry is."""
+    s = inbox_call(store, lambda inbox: inbox.stats())
+    click.echo(
+        f"entries: {s.total}  duplicates caught: {s.duplicates}  quarantined: {s.quarantined}"
+    )
+    click.echo("by state: " + ", ".join(f"{st} {s.by_state.get(st, 0)}" for st in STATES))
+    age = s.oldest_pending_age
+    click.echo("oldest undelivered: " + ("none" if age is None else f"{age:.1f} s ago"))
+    if s.unpublished:
+        waiting = sorted(s.unpublished.items())
+        click.echo("unpublished: " + ", ".join(f"{sink} {n}" for sink, n in waiting))
+    if s.by_type:
+        click.echo(f"{'type':<44}" + "".join(f"{st:>9}" for st in STATES))
+        for name, counts in sorted(s.by_type.items()):
+            click.echo(f"{name:<44}" + "".join(f"{counts.get(st, 0):>9}" for st in STATES))
+
+
+def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(
+        [
+            click.option("--state", "states", multiple=True, type=click.Choice(STATES)),
+            click.option("--type", "type_", default=None, type=TYPE_CHOICE),
+            click.option("--device", default=None),
+            click.option(
+                "--since", default=None, type=WHEN, help="A time, or a duration ago (2h)."
+            ),
+            click.option("--until", default=None, type=WHEN, help="A time, or a duration ago."),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def _entry_line(e: Entry) -> str:
+    return (
+        f"{e.id:>8}  {format_ts(e.received_at)}  {e.state:<8} {e.attempts:>2}  "
+        f"{e.type:<28} {e.device or '-'}"
+    )
+
+
+@inbox.command("ls")
+@store_option
+@_selection_options
+@click.option("--limit", default=50, type=int)
+@click.option("--after", default=0, type=int, help="Only entries with an id above this.")
+def inbox_ls(store: str, states: tuple[str, ...], type_: str | None, device: str | None,
+             since: float | None, until: float | None, limit: int, after: int) -> None:  # fmt: skip
+    """List entries, oldest first: id, received, state, attempts, type, device."""
+    sel = Selection(states=states or None, type=type_, device=device, since=since, until=until)  # type: ignore[arg-type]
+    entries = inbox_call(store, lambda inbox: inbox.find(sel, limit=limit, after=after))
+    if not entries:
+        click.echo("no entries match")
+    for e in entries:
+        click.echo(_entry_line(e))
+
+
+@inbox.command("show")
+@click.argument("id", type=int)
+@store_option
+def inbox_show(id: int, store: str) -> None:
+    """Show one entry: its state, attempts, last error and body."""
+    e = inbox_call(store, lambda inbox: inbox.get(id))
+    for name in ("id", "type", "device", "state", "attempts", "key", "path", "owner", "duplicates"):
+        click.echo(f"{name}: {getattr(e, name)}")
+    for name in ("received_at", "due_at", "lease_until", "finished_at", "last_duplicate_at"):
+        click.echo(f"{name}: {format_ts(getattr(e, name))}")
+    click.echo("headers: " + msgspec.json.encode(e.headers).decode())
+    click.echo("body: " + e.body.decode("utf-8", "backslashreplace"))
+    if e.last_error:
+        click.echo("last error:\n" + e.last_error)
+
+
+@inbox.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@store_option
+@_selection_options
+def inbox_replay(ids: tuple[int, ...], store: str, states: tuple[str, ...], type_: str | None,
+                 device: str | None, since: float | None, until: float | None) -> None:  # fmt: skip
+    """Deliver entries again: by IDS, or by selection (default: every dead-lettered entry)."""
+    if not (ids or states or type_ or device or since or until):
+        states = ("dead",)
+    sel = Selection(ids=ids or None, states=states or None, type=type_, device=device,  # type: ignore[arg-type]
+                    since=since, until=until)  # fmt: skip
+    count = inbox_call(store, lambda inbox: inbox.replay(sel))
+    click.echo(f"{count} entries queued for delivery again")
+
+
+@inbox.command("purge")
+@click.option("--before", required=True, type=WHEN, help="A time, or an age such as 7d.")
+@store_option
+def inbox_purge(before: float, store: str) -> None:
+    """Delete delivered and dead entries (and quarantined bodies) received before a time."""
+
+    def progress(total: int) -> None:
+        click.echo(f"\rpurged {total}...", nl=False, err=True)
+
+    count = inbox_call(store, lambda inbox: inbox.purge(before, progress=progress))
+    click.echo(f"\rpurged {count} records received before {format_ts(before)}")
