@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak bench-pg clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-quick: $(STAMP)  ## a few seconds per config, for development
 
 bench-pg: $(STAMP)  ## iotpush on PostgreSQL, one process and two sharing the port, vs bare ASGI
 	$(PY) benchmarks/run.py --configs iotpush-pg,iotpush-pg2,baseline
+
+bench-nats: $(STAMP)  ## iotpush with and without the NATS JetStream sink, vs bare ASGI
+	$(PY) benchmarks/run.py --configs iotpush,iotpush-nats,baseline
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300

@@ -10,6 +10,7 @@ from typing import Any
 LOAD_FIELDS = ("rps", "ok_rps", "p50", "p90", "p99", "p999", "max", "mean", "errors", "requests")
 E2E_FIELDS = (
     "accepted",
+    "published",
     "handled_during",
     "handled",
     "backlog_at_end",
@@ -176,6 +177,8 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
             f"sustained delivery {_num(e['sustained_rate'], ',.0f', 0)}/s; "
             f"inbox {_num(e['bytes_per_notification'], ',.0f', 0)} B/notification",
         ]
+        if e.get("published") is not None:
+            lines.append(f"  published to JetStream: {_num(e['published'], ',.0f', 0)}")
     return "\n".join(lines)
 
 

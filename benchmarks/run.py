@@ -59,6 +59,7 @@ class Bench:
     drain_timeout: float
     iotpush_env: dict[str, str]
     postgres: str | None = None
+    nats: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--postgres",
         default=os.environ.get("IOTPUSH_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/test"),
         help="PostgreSQL server of the iotpush-pg configs (a schema per run) [%(default)s]",
+    )
+    p.add_argument(
+        "--nats",
+        default=os.environ.get("IOTPUSH_BENCH_NATS", "nats://127.0.0.1:4222"),
+        help="NATS server of the iotpush-nats config (a stream per run) [%(default)s]",
     )
     p.add_argument("--quick", action="store_true", help="1 round of 3 s per config")
     p.add_argument("--rounds", type=int, default=None, help="rounds per config [3; quick: 1]")
@@ -145,6 +151,13 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
             count, changed = current, time.monotonic()
         elif time.monotonic() - changed >= STALL:
             break
+    published = server.published()
+    while published is not None and published < count and time.monotonic() < deadline:
+        time.sleep(0.5)  # the sink's outbox drains after the handlers caught up
+        now_published = server.published()
+        if now_published == published:
+            break
+        published = now_published
     stats = server.stats() or first
     handled = int(stats["count"])
     during = count_at(stats.get("timeline", []), load_end, during)
@@ -166,6 +179,7 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
         "drain_s": max(0.0, last_at - load_end) if last_at else None,
         "inbox_bytes": inbox,
         "bytes_per_notification": inbox / max(handled, accepted) if handled or accepted else None,
+        "published": published,
     }
 
 
@@ -174,7 +188,9 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
     iotpush = config in IOTPUSH_CONFIGS
     env = bench.iotpush_env if iotpush else {}
     workdir = bench.workroot / f"{config}-{round_}"
-    server = Server.start(config, workdir, bench.server_pin, env, postgres=bench.postgres)
+    server = Server.start(
+        config, workdir, bench.server_pin, env, postgres=bench.postgres, nats=bench.nats
+    )
     try:
         load, wrk_report = run_wrk(
             bench.wrk,
@@ -313,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         args.drain_timeout,
         {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {},
         args.postgres,
+        args.nats,
     )
     started = time.time()
     meta = {

@@ -7,7 +7,6 @@ with SIGTERM, then SIGKILL to its whole process group after a grace period.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -20,35 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmarks.services import BenchError, Store, Stream, iotpush_command
+
 ROOT = Path(__file__).resolve().parent.parent
-ConfigName = Literal["iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2"]
+ConfigName = Literal["iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2", "iotpush-nats"]
 CONFIGS: tuple[ConfigName, ...] = ("iotpush", "baseline", "legacy")
 """The configs run by default."""
-ALL_CONFIGS: tuple[ConfigName, ...] = (*CONFIGS, "iotpush-pg", "iotpush-pg2")
-IOTPUSH_CONFIGS: frozenset[str] = frozenset(("iotpush", "iotpush-pg", "iotpush-pg2"))
+ALL_CONFIGS: tuple[ConfigName, ...] = (*CONFIGS, "iotpush-pg", "iotpush-pg2", "iotpush-nats")
+IOTPUSH_CONFIGS: frozenset[str] = frozenset(c for c in ALL_CONFIGS if c.startswith("iotpush"))
 """The configs that are iotpush, with handlers to count and an inbox to measure."""
 POSTGRES_PROCESSES = {"iotpush-pg": 1, "iotpush-pg2": 2}
-
-
-class BenchError(Exception):
-    """Something the benchmark cannot go on without; the message is one sentence for a person."""
-
-
-def iotpush_command() -> str:
-    """The ``iotpush`` console script beside this Python, or on PATH.
-
-    Raises:
-        BenchError: It is not installed.
-    """
-    beside = Path(sys.executable).parent / "iotpush"
-    found = str(beside) if beside.exists() else shutil.which("iotpush")
-    if not found:
-        raise BenchError(
-            f"the iotpush command is not installed (looked for {beside} and on PATH); "
-            "run `make install` (pip install -e .) first, or leave iotpush out with "
-            "--configs baseline,legacy"
-        )
-    return found
 
 
 def pinning(enabled: bool = True) -> tuple[list[str], list[str]]:
@@ -70,11 +50,12 @@ def free_port() -> int:
 
 
 def command_for(
-    config: ConfigName, port: int, workdir: Path, store: str | None = None
+    config: ConfigName, port: int, workdir: Path, store: str | None = None, sink: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The command line of ``config`` on ``port``, and the extra environment it needs.
 
-    The iotpush configs keep their inbox in ``store`` (default: a SQLite file in ``workdir``).
+    The iotpush configs keep their inbox in ``store`` (default: a SQLite file in ``workdir``) and
+    publish to ``sink`` if given.
     """
     python = sys.executable
     host = "127.0.0.1"
@@ -96,6 +77,8 @@ def command_for(
         ]
         if config in POSTGRES_PROCESSES:
             cmd.append("--reuse-port")
+        if sink:
+            cmd += ["--sink", sink]
         return cmd, {"IOTPUSH_BENCH_STATS": str(workdir / "stats.json")}
     if config == "baseline":
         cmd = [
@@ -152,6 +135,7 @@ class Server:
     processes: list[subprocess.Popen[bytes]]
     log_paths: list[Path]
     store: Store | None = None
+    stream: Stream | None = None
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -163,11 +147,13 @@ class Server:
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
         postgres: str | None = None,
+        nats: str | None = None,
     ) -> Server:
         """Start ``config`` in ``workdir`` (``env`` added) and wait until it accepts connections.
 
         The PostgreSQL configs get a fresh schema of ``postgres`` (migrated with
-        ``iotpush db upgrade``), dropped when the server stops.
+        ``iotpush db upgrade``), ``iotpush-nats`` a stream of its own on ``nats``; both are
+        removed when the server stops.
 
         Raises:
             BenchError: It exited, or did not listen within ``ready_timeout`` seconds.
@@ -176,10 +162,13 @@ class Server:
         port = free_port()
         count = POSTGRES_PROCESSES.get(config, 1)
         store = Store.create(postgres, workdir) if config in POSTGRES_PROCESSES else None
-        server = cls(config, port, workdir, [], [], store)
+        stream = Stream.create(nats, workdir) if config == "iotpush-nats" else None
+        server = cls(config, port, workdir, [], [], store, stream)
         try:
             for i in range(count):
-                cmd, extra = command_for(config, port, workdir, store and store.url)
+                cmd, extra = command_for(
+                    config, port, workdir, store and store.url, stream and stream.sink
+                )
                 if count > 1:  # each its own score file and log; the bench adds them up
                     extra["IOTPUSH_BENCH_STATS"] = str(workdir / f"stats-{i}.json")
                     cmd[cmd.index("--log-level") + 1] = "info"  # says when it listens
@@ -295,6 +284,10 @@ class Server:
                 pass
         return total
 
+    def published(self) -> int | None:
+        """Messages in the config's JetStream stream, or None without one."""
+        return None if self.stream is None else self.stream.messages()
+
     def stop(self, grace: float = 20.0) -> int | None:
         """SIGTERM, wait up to ``grace`` s, then SIGKILL the process groups; the (first) exit code.
 
@@ -303,6 +296,8 @@ class Server:
         codes = [_stop(process, grace) for process in self.processes]
         if self.store is not None:
             self.store.drop()
+        if self.stream is not None:
+            self.stream.delete()
         return codes[0] if codes else None
 
 
@@ -350,70 +345,6 @@ def count_at(timeline: list[list[float]], moment: float, default: int) -> int:
         return int(c0)
     t1, c1 = after[0]
     return int(c0 + (c1 - c0) * (moment - t0) / (t1 - t0))
-
-
-@dataclass
-class Store:
-    """A PostgreSQL schema of its own for one run, migrated by ``iotpush db upgrade``."""
-
-    server: str
-    schema: str
-
-    @property
-    def url(self) -> str:
-        """The store URL ``iotpush serve --store`` takes."""
-        return f"{self.server}{'&' if '?' in self.server else '?'}schema={self.schema}"
-
-    @classmethod
-    def create(cls, server: str | None, workdir: Path) -> Store:
-        """Create the schema and its tables.
-
-        Raises:
-            BenchError: No PostgreSQL URL, or it does not answer, or the upgrade fails.
-        """
-        if not server:
-            raise BenchError("the PostgreSQL configs need --postgres URL")
-        store = cls(server, f"iotpush_bench_{os.getpid()}_{workdir.name}".replace("-", "_"))
-        try:
-            store._execute(f'CREATE SCHEMA "{store.schema}"')
-        except Exception as exc:  # psycopg missing, or the server does not answer
-            raise BenchError(f"cannot use PostgreSQL at {server}: {exc}") from exc
-        done = subprocess.run(
-            [iotpush_command(), "db", "upgrade", "--store", store.url],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            store.drop()
-            raise BenchError(f"iotpush db upgrade failed: {done.stderr.strip() or done.stdout}")
-        return store
-
-    def _execute(self, sql: str) -> Any:
-        import psycopg  # the postgres extra; only these configs need it
-
-        with psycopg.connect(self.server, autocommit=True, connect_timeout=5) as conn:
-            cursor = conn.execute(sql)  # type: ignore[arg-type]
-            row = cursor.fetchone() if cursor.description else None
-            return None if row is None else row[0]
-
-    def size(self) -> int:
-        """Bytes of every table and index of the schema."""
-        sql = (
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            f" WHERE n.nspname = '{self.schema}' AND c.relkind = 'r'"  # our own schema name
-        )
-        try:
-            return int(self._execute(sql))
-        except Exception:  # a size we cannot read is not worth failing a run
-            return 0
-
-    def drop(self) -> None:
-        """Drop the schema and everything in it."""
-        # Left behind at worst: its name says which bench made it.
-        with contextlib.suppress(Exception):
-            self._execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
 def process_tree(pid: int) -> list[int]:
