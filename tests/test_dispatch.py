@@ -730,3 +730,14 @@ def test_dispatcher_handlers_see_tracker_state_with_their_own_notification(
 
     run(scenario())
     assert seen == [True, True]  # each handler sees state that includes its own notification
+
+
+def test_new_owner_names_host_and_process_and_differs_each_time() -> None:
+    import os
+    import socket
+
+    from iotpush.inbox import new_owner
+
+    first, second = new_owner(), new_owner()
+    assert first.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+    assert first != second

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import random
-import socket
 import time
 import traceback
-import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +24,7 @@ from typing import Any
 
 from ._context import Delivery, set_delivery
 from .exceptions import HandlerTimeout, InboxError, NotificationError
-from .inbox import Entry, Inbox, decode_entry
+from .inbox import Entry, Inbox, decode_entry, new_owner
 from .models import Notification
 from .receiver import Handler, Receiver
 
@@ -88,7 +85,7 @@ class Dispatcher:
         self.clock = clock
         self.sleep = sleep
         self.jitter = jitter
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()
         self.counters: Counter[str] = Counter()
         self._lanes: dict[object, deque[Entry]] = {}
         self._ready: asyncio.Queue[object] = asyncio.Queue()

@@ -44,6 +44,7 @@ __all__ = [
     "Selection",
     "State",
     "decode_entry",
+    "new_owner",
     "open_inbox",
 ]
 
@@ -105,6 +106,16 @@ class Entry:
     last_duplicate_at: float | None = None
     notification: Notification | None = field(default=None, compare=False, repr=False)
     """The decoded body, when the entry was handed over by the process that decoded it."""
+
+
+def new_owner() -> str:
+    """A name for what this process claims (``host:pid:random``): unique, and telling an operator
+    which process holds an entry."""
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def decode_entry(entry: Entry) -> Notification:

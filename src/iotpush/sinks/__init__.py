@@ -16,15 +16,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..exceptions import ConfigError, InboxError, SinkError
-from ..inbox import Entry, Inbox
+from ..inbox import Entry, Inbox, new_owner
 
 __all__ = ["Outcome", "Publisher", "Sink", "open_sink"]
 
@@ -126,7 +123,7 @@ class Publisher:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()
         self.counters: Counter[str] = Counter()
         """``published``, ``duplicates`` (dropped by the broker), ``refused``, ``failures``."""
         self._task: asyncio.Task[None] | None = None
