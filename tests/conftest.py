@@ -176,6 +176,13 @@ def postgres_server() -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A store URL of a fresh, empty schema of the test server (``?schema=``); dropped after."""
+    with postgres_schema() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A store URL of a fresh, empty schema of the test server (``?schema=``); dropped after."""
     import psycopg
     from psycopg import sql
 
@@ -223,6 +230,7 @@ __all__ = [
     "Recorder",
     "example_path",
     "iotpush",
+    "postgres_schema",
     "postgres_server",
     "quarantined",
     "run",

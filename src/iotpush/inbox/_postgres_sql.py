@@ -11,7 +11,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .. import trackers
 from . import Selection, _sqlbase
 from ._sqlbase import COLUMNS
 
@@ -28,7 +27,7 @@ __all__ = [
     "OUTBOX_TAKE",
     "RELEASE_EXPIRED",
     "TRACKER_LOCK",
-    "TRACKER_SCHEMA",
+    "collated",
     "translate",
     "where",
 ]
@@ -87,7 +86,12 @@ CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
 """,
 )
 
-TRACKER_SCHEMA = _TEXT.sub('TEXT COLLATE "C"', trackers.SCHEMA)
+
+def collated(script: str) -> str:
+    """``script`` with every ``TEXT`` column compared byte by byte (``COLLATE "C"``), as the
+    PostgreSQL migrations write the trackers' tables."""
+    return _TEXT.sub('TEXT COLLATE "C"', script)
+
 
 INSERT = """
 INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at, state)

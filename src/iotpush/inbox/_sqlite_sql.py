@@ -15,11 +15,10 @@ __all__ = [
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "SCHEMA",
-    "SCHEMA_VERSION",
     "where",
 ]
 
-SCHEMA_VERSION = 1
+# The tables as the statements below expect them: the migrations (`_migrations`) make them.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reuse the id of a purged entry

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from .. import trackers
 from ..exceptions import EntryNotFound
-from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, _migrations
 
 __all__ = ["MemoryInbox"]
 
@@ -52,7 +52,7 @@ class MemoryInbox(Inbox):
         }
         # Tracker tables live in an in-memory SQLite database: the trackers speak SQL.
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._db.executescript(trackers.SCHEMA)
+        _migrations.migrate_sqlite(self._db, "memory://")
 
     async def append(self, item: Incoming) -> Accepted:
         existing = self._entries.get(self._slots.get(item.slot, 0))

@@ -20,7 +20,6 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from .. import trackers
 from ..exceptions import ConfigError, InboxError, InboxUnavailable
 from . import Accepted, Entry, Incoming, Selection, _migrations
 from ._groupcommit import GroupCommit
@@ -31,8 +30,6 @@ from ._sqlite_sql import (
     INSERT,
     OUTBOX_ADD,
     OUTBOX_TAKE,
-    SCHEMA,
-    SCHEMA_VERSION,
     where,
 )
 
@@ -140,13 +137,11 @@ class SQLiteInbox(SQLInbox):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.exclusive:
             self._take_lock()
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(SCHEMA)
-            conn.executescript(trackers.SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            _migrations.record_sqlite(conn)  # the version, as `iotpush db status` reads it
+            _migrations.migrate_sqlite(conn, str(self.path))
             if self.exclusive:  # no other server can hold claims: the last one died or stopped
                 conn.execute(
                     "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
@@ -154,9 +149,13 @@ class SQLiteInbox(SQLInbox):
                 )
                 conn.execute("UPDATE outbox SET owner = NULL, lease_until = NULL")
             conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks in a thread
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
             self._drop_lock()
-            raise InboxUnavailable(f"cannot open the inbox {self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise InboxUnavailable(f"cannot open the inbox {self.path}: {exc}") from exc
+            raise
         self._writer = GroupCommit(
             conn,
             reconnect=self._connect_writer,

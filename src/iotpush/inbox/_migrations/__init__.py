@@ -1,12 +1,26 @@
 """Schema versions of the durable stores, and the steps that bring a store up to date.
 
-Each backend has an ordered list of migrations; a store records those applied in the table
-``iotpush_schema_version`` (version, description, applied_at). ``iotpush db upgrade`` applies
-what is missing, ``iotpush db status`` shows where a store stands.
+Each migration is a module ``mNNNN_name.py`` in this package holding frozen SQL text for both
+backends (``SQLITE``, ``POSTGRES``) and a ``DESCRIPTION``; `MIGRATIONS` lists them in order. A
+store records those applied in the table ``iotpush_schema_version`` (version, description,
+applied_at). Released migrations never change: stores in the field were made by them.
 
-PostgreSQL is never changed silently: a server refuses a database whose schema is missing or
-behind (`require_current_postgres`). The embedded SQLite file is created on open, as before, and
-records its version the same way (`record_sqlite`).
+To change the schema (a new tracker table, a column, an index), add a migration:
+
+1. copy ``m0001_initial.py`` to ``m0002_what_it_does.py``; write only the change, for both
+   backends (``CREATE TABLE`` ..., ``ALTER TABLE`` ...; no ``;`` inside literals: the SQLite
+   script is split on it);
+2. add the module to `MIGRATIONS` (its version is its place in the tuple);
+3. change the live schema text next to the code that uses it (``SCHEMA`` of the tracker module,
+   or ``iotpush.inbox._sqlite_sql`` / ``_postgres_sql``): ``tests/test_migrations.py`` checks that
+   a store made by the migrations has exactly the tables, columns and indexes of that text, and
+   that a store at each older version, upgraded, has the same catalogue as a fresh one.
+
+PostgreSQL is never changed silently: ``iotpush db upgrade`` applies what is missing, and a server
+refuses a database whose schema is missing or behind (`require_current_postgres`). The embedded
+SQLite file goes through the same steps when a server (or ``db upgrade``) opens it
+(`migrate_sqlite`). A store at a newer version than this iotpush knows is refused on both.
+``iotpush db status`` shows where a store stands.
 """
 
 from __future__ import annotations
@@ -17,21 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import trackers
-from ..exceptions import ConfigError
-from ._postgres_sql import INBOX_SCHEMA, TRACKER_SCHEMA
-from ._sqlite_sql import SCHEMA as SQLITE_SCHEMA
+from ...exceptions import ConfigError
+from . import m0001_initial
 
 __all__ = [
-    "POSTGRES",
-    "SQLITE",
+    "LATEST",
+    "MIGRATIONS",
     "Migration",
     "SchemaStatus",
     "backend",
-    "record_sqlite",
+    "migrate_sqlite",
     "require_current",
     "require_current_postgres",
     "shown",
+    "sqlite_version",
     "status",
     "upgrade",
 ]
@@ -50,19 +63,23 @@ _UPGRADE_LOCK = "SELECT pg_advisory_xact_lock(7283, 0)"
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One step of a backend's schema: its version number, what it does, its SQL script."""
+    """One step of the schema: its version number, what it does, its SQL for each backend."""
 
     version: int
     description: str
-    sql: str
+    sqlite: str
+    postgres: str
+
+    def sql(self, which: Backend) -> str:
+        """The script of this step for ``which`` backend."""
+        return self.postgres if which == "postgres" else self.sqlite
 
 
-POSTGRES: tuple[Migration, ...] = (
-    Migration(1, "inbox, quarantine and tracker tables", INBOX_SCHEMA + TRACKER_SCHEMA),
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    Migration(version, module.DESCRIPTION, module.SQLITE, module.POSTGRES)
+    for version, module in enumerate((m0001_initial,), start=1)
 )
-SQLITE: tuple[Migration, ...] = (
-    Migration(1, "inbox, quarantine and tracker tables", SQLITE_SCHEMA + trackers.SCHEMA),
-)
+LATEST = MIGRATIONS[-1].version
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +115,17 @@ def _sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite://").removeprefix("/") if "://" in url else url)
 
 
-def _steps(which: Backend) -> tuple[Migration, ...]:
-    return POSTGRES if which == "postgres" else SQLITE
-
-
 def _status(url: str, which: Backend, current: int) -> SchemaStatus:
-    steps = _steps(which)
-    pending = tuple(step for step in steps if step.version > current)
-    return SchemaStatus(url, which, current, steps[-1].version, pending)
+    pending = tuple(step for step in MIGRATIONS if step.version > current)
+    return SchemaStatus(url, which, current, LATEST, pending)
+
+
+def _refuse_newer(name: str, current: int) -> None:
+    if current > LATEST:
+        raise ConfigError(
+            f"{name} has schema version {current}, newer than this iotpush knows ({LATEST}):"
+            " upgrade iotpush"
+        )
 
 
 def _postgres_version(conn: Any) -> int:
@@ -116,7 +136,8 @@ def _postgres_version(conn: Any) -> int:
     return int(version or 0)
 
 
-def _sqlite_version(conn: sqlite3.Connection) -> int:
+def sqlite_version(conn: sqlite3.Connection) -> int:
+    """The schema version of a SQLite database (0: none)."""
     found = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'iotpush_schema_version'"
     ).fetchone()
@@ -136,7 +157,7 @@ def status(url: str) -> SchemaStatus:
     """
     which = backend(url)
     if which == "postgres":
-        from ._postgres_db import parse_url
+        from .._postgres_db import parse_url
 
         conn = parse_url(url).connect()
         try:
@@ -147,23 +168,24 @@ def status(url: str) -> SchemaStatus:
     if not path.exists():
         return _status(url, which, 0)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return _status(url, which, _sqlite_version(conn))
+        return _status(url, which, sqlite_version(conn))
 
 
-def upgrade(url: str) -> list[Migration]:
-    """Apply the migrations a store lacks, in order, in one transaction; return those applied.
+def upgrade(url: str, *, to: int = LATEST) -> list[Migration]:
+    """Apply the migrations a store lacks up to version ``to``, in order, in one transaction;
+    return those applied.
 
     Idempotent: a store that is up to date is left as it is. For PostgreSQL, the ``schema`` of
     the URL is created if missing; two upgrades at once take turns.
 
     Raises:
-        ConfigError: The store has no schema.
+        ConfigError: The store has no schema, or is newer than this iotpush.
         InboxUnavailable: The database cannot be reached.
     """
     which = backend(url)
     if which == "sqlite":
-        return _upgrade_sqlite(url)
-    from ._postgres_db import parse_url
+        return _upgrade_sqlite(url, to)
+    from .._postgres_db import parse_url
 
     target = parse_url(url)
     conn = target.connect()
@@ -176,9 +198,11 @@ def upgrade(url: str) -> list[Migration]:
                 create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}")
                 conn.execute(create.format(sql.Identifier(target.schema)))
             conn.execute(VERSION_TABLE)
-            pending = _status(url, which, _postgres_version(conn)).pending
+            current = _postgres_version(conn)
+            _refuse_newer(target.shown, current)
+            pending = [step for step in _status(url, which, current).pending if step.version <= to]
             for step in pending:
-                conn.execute(step.sql)
+                conn.execute(step.postgres)
                 conn.execute(
                     "INSERT INTO iotpush_schema_version (version, description, applied_at)"
                     " VALUES (%s, %s, %s)",
@@ -186,22 +210,48 @@ def upgrade(url: str) -> list[Migration]:
                 )
     finally:
         conn.close()
-    return list(pending)
+    return pending
 
 
-def _upgrade_sqlite(url: str) -> list[Migration]:
+def _upgrade_sqlite(url: str, to: int) -> list[Migration]:
     path = _sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, isolation_level=None, timeout=5.0) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("BEGIN IMMEDIATE")
-        pending = _status(url, "sqlite", _sqlite_version(conn)).pending
+        return migrate_sqlite(conn, str(path), to=to)
+
+
+def migrate_sqlite(conn: sqlite3.Connection, name: str, *, to: int = LATEST) -> list[Migration]:
+    """Bring the SQLite database of ``conn`` (autocommit mode) to version ``to``, in one
+    transaction; return the steps applied. A database that is up to date is not written.
+
+    Raises:
+        ConfigError: The database is newer than this iotpush (``name`` says which).
+    """
+    current = sqlite_version(conn)
+    _refuse_newer(name, current)
+    if current >= to:
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = sqlite_version(conn)  # another process may have migrated it meanwhile
+        pending = [step for step in _status(name, "sqlite", current).pending if step.version <= to]
+        conn.execute(VERSION_TABLE)
         for step in pending:
-            for statement in _statements(step.sql):
+            for statement in _statements(step.sqlite):
                 conn.execute(statement)
-        record_sqlite(conn)
+            conn.execute(
+                "INSERT INTO iotpush_schema_version (version, description, applied_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING",
+                (step.version, step.description, time.time()),
+            )
+            conn.execute(f"PRAGMA user_version = {step.version}")
         conn.execute("COMMIT")
-    return list(pending)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return pending
 
 
 def _statements(script: str) -> list[str]:
@@ -209,28 +259,17 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def record_sqlite(conn: sqlite3.Connection) -> None:
-    """Record in a SQLite file that every SQLite migration is applied (its schema was created)."""
-    conn.execute(VERSION_TABLE)
-    conn.executemany(
-        "INSERT INTO iotpush_schema_version (version, description, applied_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (version) DO NOTHING",
-        [(step.version, step.description, time.time()) for step in SQLITE],
-    )
-    conn.execute(f"PRAGMA user_version = {SQLITE[-1].version}")
-
-
 def require_current_postgres(conn: Any, url: str) -> None:
-    """Refuse a PostgreSQL database whose schema is missing or behind this iotpush.
+    """Refuse a PostgreSQL database whose schema is missing, behind or ahead of this iotpush.
 
     Raises:
-        ConfigError: The schema needs ``iotpush db upgrade`` (the message says so).
+        ConfigError: The schema needs ``iotpush db upgrade`` (the message says so), or is newer.
     """
     current = _postgres_version(conn)
-    latest = POSTGRES[-1].version
-    if current >= latest:
+    _refuse_newer(shown(url), current)
+    if current >= LATEST:
         return
-    has = "has no iotpush schema" if current == 0 else f"has schema version {current} of {latest}"
+    has = "has no iotpush schema" if current == 0 else f"has schema version {current} of {LATEST}"
     raise ConfigError(f"{shown(url)} {has}: run `iotpush db upgrade --store {shown(url)}`")
 
 
@@ -243,7 +282,7 @@ def require_current(url: str) -> None:
     """
     if not url.startswith(("postgresql://", "postgres://")):
         return
-    from ._postgres_db import parse_url
+    from .._postgres_db import parse_url
 
     conn = parse_url(url).connect()
     try:
@@ -256,6 +295,6 @@ def shown(url: str) -> str:
     """The store URL as messages show it: without a password."""
     if not url.startswith(("postgresql://", "postgres://")):
         return url
-    from ._postgres_db import parse_url
+    from .._postgres_db import parse_url
 
     return parse_url(url).shown
