@@ -130,6 +130,12 @@ def test_commands_ls_limit_out_of_range_is_a_usage_error(store: str) -> None:
     assert "--limit" in result.stderr
 
 
+def test_commands_ls_unknown_state_lists_the_states_and_fails(store: str) -> None:
+    result = invoke("commands", "ls", "--store", store, "--state", "BOGUS", code=2)
+    last = result.stderr.strip().splitlines()[-1]
+    assert "'--state'" in last and "'BOGUS' is not one of PENDING, SENT, DELIVERED" in last
+
+
 # --- devices ----------------------------------------------------------------------------------
 
 

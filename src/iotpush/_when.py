@@ -5,22 +5,33 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-__all__ = ["format_ts", "parse_duration", "parse_when"]
+__all__ = ["format_duration", "format_ts", "parse_duration", "parse_when"]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``15m``, ``48h``, ``7d`` or ``2w``.
+    """Seconds in ``90``, ``200ms``, ``90s``, ``15m``, ``48h``, ``7d`` or ``2w``.
 
     Raises:
         ValueError: Not a duration.
     """
     match = _DURATION.match(text)
     if match is None:
-        raise ValueError(f"expected a duration like 30s, 15m, 48h or 7d, got {text!r}")
+        raise ValueError(f"expected a duration like 200ms, 30s, 15m, 48h or 7d, got {text!r}")
     return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that writes it whole: ``48h``, ``90s``, ``200ms``."""
+    if seconds == 0:
+        return "0s"
+    for unit in ("w", "d", "h", "m", "s"):
+        count = seconds / _UNITS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{round(seconds * 1000, 3):g}ms"
 
 
 def parse_when(text: str, now: float) -> float:

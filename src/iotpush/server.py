@@ -110,7 +110,7 @@ class Config:
         if self.ssl_ca_certs and not self.ssl_certfile:
             raise ConfigError("--ssl-ca-certs needs --ssl-certfile (client certificates need TLS)")
         if any(len(token) < 16 for token in self.api_tokens):
-            raise ConfigError("an API token must have at least 16 characters")
+            raise ConfigError("--api-token: a token must have at least 16 characters")
         if self.trusted_proxies and not self.allow_ips:
             raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
         if not self.signature_tolerance > 0:

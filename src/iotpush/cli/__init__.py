@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import click
 
-from . import db, inbox, send, serve, tracking
+from . import config, db, inbox, send, serve, tracking
 
 
 @click.group(context_settings={"auto_envvar_prefix": "IOTPUSH", "show_default": True})
-@click.version_option(package_name="iotpush")
+@click.version_option(package_name="iotpush", prog_name="iotpush")
 def main() -> None:
     """iotpush: a durable receiver for the IoT platform's push notifications."""
 
 
 for _command in (
     serve.serve, send.send, send.examples, inbox.quarantine, inbox.inbox,
-    tracking.commands, tracking.devices, tracking.trackers, db.db,
+    tracking.commands, tracking.devices, tracking.trackers, db.db, config.config,
 ):  # fmt: skip
     main.add_command(_command)
 

@@ -20,13 +20,11 @@ from ..tracking import Tracking
 
 T = TypeVar("T")
 
+STORE_HELP = (
+    "Where notifications are kept: sqlite:///FILE, postgresql://HOST/DB[?schema=NAME] or memory://."
+)
 store_option = click.option(
-    "--store",
-    envvar="IOTPUSH_STORE",
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="Where notifications are kept: sqlite:///FILE, postgresql://HOST/DB[?schema=NAME]"
-    " or memory://.",
+    "--store", envvar="IOTPUSH_STORE", default=DEFAULT_STORE, show_default=True, help=STORE_HELP
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 LIMIT = click.IntRange(1, 1000)

@@ -1,186 +1,257 @@
-"""``iotpush serve``: run the receiver."""
+"""``iotpush serve``: run the receiver.
+
+Each option is one `_setting` line below: its group, flag and type. Its default is `Config`'s,
+its variable ``IOTPUSH_SERVE_<NAME>`` and its configuration-file key ``[group] name``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import click
 
 from ..server import Config, run
-from ._shared import COUNT, DURATION, library_errors, store_option
+from ._settings import Setting, SettingArgument, SettingsCommand, config_option
+from ._shared import COUNT, DURATION, STORE_HELP, library_errors
+
+GROUPS = {
+    "network": "Network",
+    "tls": "TLS",
+    "store": "Store",
+    "delivery": "Delivery",
+    "security": "Security",
+    "limits": "Limits",
+    "sinks": "Sinks",
+    "logging": "Logging",
+}
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
+PORT = click.IntRange(0, 65535)
+AT_LEAST_ONE = click.IntRange(min=1)
 
 
-def _zero_is_off(ctx: click.Context, param: click.Parameter, value: float) -> float | None:
-    """0 turns a bound off: the library takes None for that."""
-    return value or None
+class _Token(click.ParamType):  # type: ignore[type-arg]
+    """A bearer token: 16 characters or more (never echoed in an error)."""
+
+    name = "token"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if len(value) < 16:
+            self.fail(f"a token must have at least 16 characters, not {len(value)}", param, ctx)
+        return str(value)
 
 
-def _count_option(
-    flag: str, default: int, help: str, *, zero_is_off: bool = False
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """An option that takes a count of 0 or more."""
-    callback = _zero_is_off if zero_is_off else None
-    return click.option(flag, default=default, type=COUNT, help=help, callback=callback)
+def _setting(group: str, *decls: str, **attrs: Any) -> Setting:
+    """A ``serve`` option in ``group``, with `Config`'s default unless ``default`` is given."""
+    name = next((d for d in decls if not d.startswith("-")), None)
+    name = name or decls[0].split("/")[0].lstrip("-").replace("-", "_")
+    if "default" not in attrs:
+        default = _DEFAULTS[name]
+        attrs["default"] = 0 if default is None and attrs.get("zero_is_off") else default
+    return Setting(decls, group=group, **attrs)
 
 
-@click.command()
-@click.argument("receiver", required=False)
-@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for all).")
-@click.option("--port", default=8080, type=int, help="Port to listen on.")
-@store_option
-@click.option(
-    "--synchronous",
-    type=click.Choice(["OFF", "NORMAL", "FULL", "EXTRA"], case_sensitive=False),
-    default="FULL",
-    help="SQLite durability: FULL survives power loss, NORMAL a crash.",
+def _count(group: str, flag: str, help: str, *, zero_is_off: bool = False) -> Setting:
+    """A count of 0 or more."""
+    return _setting(group, flag, type=COUNT, help=help, zero_is_off=zero_is_off)
+
+
+RECEIVER = SettingArgument(
+    ["receiver"],
+    required=False,
+    group="delivery",
+    envvar="IOTPUSH_SERVE_RECEIVER",
+    help="Your handlers, MODULE:ATTR; without, notifications are printed as JSON lines.",
 )
-@click.option("--path", default="/v1.0.0/messageReceiver", help="The callback URL's path.")
-@click.option(
-    "--command-path", default=None, help="NB-IoT command status path [default: PATH/cmd]."
-)
-@click.option("--max-body", default=1024 * 1024, type=int, help="Largest body accepted, in bytes.")
-@click.option(
-    "--dedupe-window", default="48h", type=DURATION, help="How long duplicates are recognised."
-)
-@click.option("--concurrency", default=32, type=int, help="Deliveries to handlers at once.")
-@click.option(
-    "--max-attempts", default=8, type=int, help="Attempts before an entry is dead-lettered."
-)
-@click.option(
-    "--backoff", default="1s", type=DURATION, help="Wait before the first retry (doubles)."
-)
-@click.option(
-    "--handler-timeout", default="60s", type=DURATION, help="Time limit of one handler call."
-)
-@click.option(
-    "--watch-interval", default="5s", type=DURATION, help="How often to look for overdue commands."
-)
-@click.option(
-    "--lease",
-    default="60s",
-    type=DURATION,
-    help="How long a claim lasts unrenewed: another server takes over a dead one's work after.",
-)
-@click.option(
-    "--sink",
-    "sinks",
-    metavar="URL",
-    multiple=True,
-    envvar="IOTPUSH_SERVE_SINK",
-    help="Also publish every kept notification to NATS JetStream: nats://HOST:PORT"
-    "[?stream=IOTPUSH&prefix=iotpush] (repeatable; needs iotpush[nats]).",
-)
-@click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (PEM).")
-@click.option("--ssl-keyfile", default=None, help="The certificate's private key (PEM).")
-@click.option("--ssl-ca-certs", default=None, help="CA bundle to verify client certificates with.")
-@click.option(
-    "--ssl-cert-reqs",
-    default="none",
-    type=click.Choice(["none", "optional", "required"]),
-    help="Whether clients must present a certificate signed by --ssl-ca-certs.",
-)
-@click.option(
-    "--api-token",
-    "api_tokens",
-    multiple=True,
-    envvar="IOTPUSH_SERVE_API_TOKEN",
-    help="Bearer token for the query API (repeatable); required off loopback.",
-)
-@click.option(
-    "--path-token",
-    metavar="TOKEN",
-    default=None,
-    help="Serve the receive paths under /TOKEN (16+ letters, digits, - . _ ~).",
-)
-@click.option(
-    "--allow-ip",
-    "allow_ips",
-    metavar="CIDR",
-    multiple=True,
-    envvar="IOTPUSH_SERVE_ALLOW_IP",
-    help="Accept pushes only from this address or CIDR network (repeatable).",
-)
-@click.option(
-    "--trusted-proxy",
-    "trusted_proxies",
-    metavar="CIDR",
-    multiple=True,
-    envvar="IOTPUSH_SERVE_TRUSTED_PROXY",
-    help="A proxy (address or CIDR) whose X-Forwarded-For --allow-ip believes (repeatable).",
-)
-@click.option(
-    "--signing-secret",
-    "signing_secrets",
-    metavar="SECRET",
-    multiple=True,
-    envvar="IOTPUSH_SERVE_SIGNING_SECRET",
-    help="Require Standard Webhooks signatures by this whsec_... or text secret (repeatable).",
-)
-@click.option(
-    "--signature-tolerance",
-    default="5m",
-    type=DURATION,
-    help="How far a signature's webhook-timestamp may be from now.",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-)
-@click.option("--access-log/--no-access-log", default=False, help="Log every request.")
-@_count_option("--max-depth", 32, "Deepest JSON nesting of a body (0: any).")
-@_count_option("--max-members", 1000, "Most members of a JSON object or array (0: any).")
-@_count_option("--max-string", 64 * 1024, "Longest JSON string, in characters (0: any).")
-@_count_option(
-    "--max-in-flight", 1000, "Pushes received at once; beyond, 503 (0: any).", zero_is_off=True
-)
-@_count_option(
-    "--max-pending-writes",
-    10_000,
-    "Pushes queued for the SQLite inbox; beyond, 503 (0: any).",
-    zero_is_off=True,
-)
-@click.option(
-    "--body-timeout",
-    default="30s",
-    type=DURATION,
-    callback=_zero_is_off,
-    help="Time a body may take; then 408 (0: any).",
-)
-@click.option(
-    "--header-timeout",
-    default="30s",
-    type=DURATION,
-    callback=_zero_is_off,
-    help="Time a request's headers may take; then the connection is closed (0: any).",
-)
-@click.option(
-    "--keep-alive-timeout",
-    default=5,
-    type=click.IntRange(min=1),
-    help="Seconds an idle connection is kept open.",
-)
-@_count_option(
-    "--limit-concurrency",
-    0,
-    "Connections and requests at once; beyond, uvicorn answers 503 (0: any).",
-    zero_is_off=True,
-)
-@_count_option(
-    "--quarantine-max-rows",
-    100_000,
-    "Refused bodies kept; beyond, the oldest are deleted (0: all).",
-    zero_is_off=True,
-)
-@_count_option("--quarantine-max-body", 64 * 1024, "Bytes kept of each refused body (0: all).")
-@click.option(
-    "--reuse-port",
-    is_flag=True,
-    help="Let several servers listen on one port (SO_REUSEPORT); needs a PostgreSQL store.",
-)
-def serve(receiver: str | None, **options: Any) -> None:
-    """Run the receiver. RECEIVER is MODULE:ATTR; without one, notifications are printed as JSON."""
+SETTINGS: list[click.Parameter] = [
+    config_option(),
+    # network
+    _setting("network", "--host", help="Address to listen on (0.0.0.0 for all)."),
+    _setting("network", "--port", type=PORT, help="Port to listen on (0: any free one)."),
+    _setting("network", "--path", help="The callback URL's path."),
+    _setting("network", "--command-path", help="NB-IoT command status path [default: PATH/cmd]."),
+    _setting(
+        "network",
+        "--reuse-port",
+        is_flag=True,
+        help="Let several servers listen on one port (SO_REUSEPORT); needs a PostgreSQL store.",
+    ),
+    # tls
+    _setting("tls", "--ssl-certfile", help="Serve HTTPS with this certificate (PEM)."),
+    _setting("tls", "--ssl-keyfile", help="The certificate's private key (PEM)."),
+    _setting("tls", "--ssl-ca-certs", help="CA bundle to verify client certificates with."),
+    _setting(
+        "tls",
+        "--ssl-cert-reqs",
+        type=click.Choice(["none", "optional", "required"]),
+        help="Whether clients must present a certificate signed by --ssl-ca-certs.",
+    ),
+    # store
+    _setting("store", "--store", envvar="IOTPUSH_STORE", help=STORE_HELP),
+    _setting(
+        "store",
+        "--synchronous",
+        type=click.Choice(["OFF", "NORMAL", "FULL", "EXTRA"], case_sensitive=False),
+        help="SQLite durability: FULL survives power loss, NORMAL a crash.",
+    ),
+    _setting("store", "--dedupe-window", type=DURATION, help="How long duplicates are recognised."),
+    # delivery
+    _setting(
+        "delivery", "--concurrency", type=AT_LEAST_ONE, help="Deliveries to handlers at once."
+    ),
+    _setting(
+        "delivery",
+        "--max-attempts",
+        type=AT_LEAST_ONE,
+        help="Attempts before an entry is dead-lettered.",
+    ),
+    _setting("delivery", "--backoff", type=DURATION, help="Wait before the first retry (doubles)."),
+    _setting(
+        "delivery", "--handler-timeout", type=DURATION, help="Time limit of one handler call."
+    ),
+    _setting(
+        "delivery",
+        "--lease",
+        type=DURATION,
+        help="How long a claim lasts unrenewed: another server takes over a dead one's work after.",
+    ),
+    _setting(
+        "delivery",
+        "--watch-interval",
+        type=DURATION,
+        help="How often to look for overdue commands.",
+    ),
+    # security
+    _setting(
+        "security",
+        "--api-token",
+        "api_tokens",
+        type=_Token(),
+        multiple=True,
+        secret=True,
+        help="Bearer token for the query API (repeatable); required off loopback.",
+    ),
+    _setting(
+        "security",
+        "--path-token",
+        metavar="TOKEN",
+        secret=True,
+        help="Serve the receive paths under /TOKEN (16+ letters, digits, - . _ ~).",
+    ),
+    _setting(
+        "security",
+        "--allow-ip",
+        "allow_ips",
+        metavar="CIDR",
+        multiple=True,
+        help="Accept pushes only from this address or CIDR network (repeatable).",
+    ),
+    _setting(
+        "security",
+        "--trusted-proxy",
+        "trusted_proxies",
+        metavar="CIDR",
+        multiple=True,
+        help="A proxy (address or CIDR) whose X-Forwarded-For --allow-ip believes (repeatable).",
+    ),
+    _setting(
+        "security",
+        "--signing-secret",
+        "signing_secrets",
+        metavar="SECRET",
+        multiple=True,
+        secret=True,
+        help="Require Standard Webhooks signatures by this whsec_... or text secret (repeatable).",
+    ),
+    _setting(
+        "security",
+        "--signature-tolerance",
+        type=DURATION,
+        help="How far a signature's webhook-timestamp may be from now.",
+    ),
+    # limits
+    _setting("limits", "--max-body", type=AT_LEAST_ONE, help="Largest body accepted, in bytes."),
+    _count("limits", "--max-depth", "Deepest JSON nesting of a body (0: any)."),
+    _count("limits", "--max-members", "Most members of a JSON object or array (0: any)."),
+    _count("limits", "--max-string", "Longest JSON string, in characters (0: any)."),
+    _count(
+        "limits",
+        "--max-in-flight",
+        "Pushes received at once; beyond, 503 (0: any).",
+        zero_is_off=True,
+    ),
+    _count(
+        "limits",
+        "--max-pending-writes",
+        "Pushes queued for the SQLite inbox; beyond, 503 (0: any).",
+        zero_is_off=True,
+    ),
+    _setting(
+        "limits",
+        "--body-timeout",
+        type=DURATION,
+        zero_is_off=True,
+        help="Time a body may take; then 408 (0: any).",
+    ),
+    _setting(
+        "limits",
+        "--header-timeout",
+        type=DURATION,
+        zero_is_off=True,
+        help="Time a request's headers may take; then the connection is closed (0: any).",
+    ),
+    _setting(
+        "limits",
+        "--keep-alive-timeout",
+        type=AT_LEAST_ONE,
+        help="Seconds an idle connection is kept open.",
+    ),
+    _count(
+        "limits",
+        "--limit-concurrency",
+        "Connections and requests at once; beyond, uvicorn answers 503 (0: any).",
+        zero_is_off=True,
+    ),
+    _count(
+        "limits",
+        "--quarantine-max-rows",
+        "Refused bodies kept; beyond, the oldest are deleted (0: all).",
+        zero_is_off=True,
+    ),
+    _count("limits", "--quarantine-max-body", "Bytes kept of each refused body (0: all)."),
+    # sinks
+    _setting(
+        "sinks",
+        "--sink",
+        "sinks",
+        metavar="URL",
+        multiple=True,
+        help="Also publish every kept notification to NATS JetStream: nats://HOST:PORT"
+        "[?stream=IOTPUSH&prefix=iotpush] (repeatable; needs iotpush[nats]).",
+    ),
+    # logging
+    _setting(
+        "logging",
+        "--log-level",
+        type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+        help="The least severe messages logged.",
+    ),
+    _setting("logging", "--access-log/--no-access-log", help="Log every request."),
+]
+
+
+def _serve(receiver: str | None, **options: Any) -> None:
     options["synchronous"] = options["synchronous"].upper()
     with library_errors():
         run(Config(receiver=receiver, **options))
+
+
+serve = SettingsCommand(
+    "serve",
+    params=[RECEIVER, *SETTINGS],
+    callback=_serve,
+    groups=GROUPS,
+    help="Run the receiver. Every option has a variable (shown) and a key in the --config file:"
+    " its name in the table of its group (port = 8080 under [network]). The command line wins"
+    " over the environment, the environment over the file, the file over the defaults.",
+)

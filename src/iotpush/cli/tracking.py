@@ -9,6 +9,7 @@ import click
 
 from .._when import format_ts
 from ..trackers import CommandRecord, DeviceRecord
+from ..trackers.commands import RANKS
 from ..tracking import MAX_VIEW_COMMANDS, DeviceView
 from ._shared import LIMIT, compact, json_option, output, store_option, tracking_call
 
@@ -38,6 +39,12 @@ def _command_text(r: CommandRecord) -> Iterator[str]:
         )
 
 
+def _command_state(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and value.upper() not in RANKS:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(RANKS)}", ctx, param)
+    return value
+
+
 @click.group()
 def commands() -> None:
     """Commands sent to devices: their state, history and deadline, as the trackers know them."""
@@ -56,7 +63,12 @@ def commands_show(id: str, store: str, as_json: bool) -> None:
 @commands.command("ls")
 @store_option
 @click.option("--device", default=None, help="Only this device's commands.")
-@click.option("--state", default=None, help="Only commands in this state (SUCCESSFUL, FAILED...).")
+@click.option(
+    "--state",
+    default=None,
+    callback=_command_state,
+    help=f"Only commands in this state: {', '.join(RANKS)} (any case).",
+)
 @click.option("--overdue", is_flag=True, help="Only commands past their deadline, not finished.")
 @click.option("--limit", default=50, type=LIMIT)
 @click.option("--after", default=None, help="Only commands whose id sorts after this one.")
