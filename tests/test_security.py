@@ -151,10 +151,11 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_cli_api_token_from_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IOTPUSH_SERVE_API_TOKEN", "short")  # read, then refused by the check
+    monkeypatch.setenv("IOTPUSH_SERVE_API_TOKEN", "short")  # refused when read, named
     result = CliRunner().invoke(main, ["serve", "--store", "memory://"])
-    assert result.exit_code == 1
-    assert "at least 16 characters" in result.output
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert "'IOTPUSH_SERVE_API_TOKEN'" in last and "at least 16 characters" in last
 
 
 def test_access_log_with_path_token_masks_the_token(tmp_path: Path) -> None:
