@@ -15,6 +15,8 @@ Every error derives from `IotpushError`, so one ``except IotpushError`` catches 
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "ConfigError",
     "EntryNotFound",
@@ -38,12 +40,21 @@ class NotificationError(IotpushError, ValueError):
     Attributes:
         reason: What is wrong, as a sentence fragment (``expected str, got null``).
         path: JSON path of the offending member (``$.result.resultCode``); ``$`` for the body.
+        problem: ``malformed`` (not JSON, or not an object), ``unknown_type`` (a type no format
+            knows) or ``invalid`` (a member is missing or wrong).
     """
 
-    def __init__(self, reason: str, path: str = "$") -> None:
+    def __init__(
+        self,
+        reason: str,
+        path: str = "$",
+        *,
+        problem: Literal["malformed", "invalid", "unknown_type"] = "invalid",
+    ) -> None:
         super().__init__(f"{path}: {reason}" if path != "$" else reason)
         self.reason = reason
         self.path = path
+        self.problem = problem
 
 
 class InboxError(IotpushError):

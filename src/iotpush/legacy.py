@@ -96,7 +96,10 @@ class PushMessageReceiver(Receiver):
         base = PushMessageReceiver
         for notify_type, cls in NOTIFICATION_TYPES.items():
             name = cls.callback
-            if name is not None and getattr(type(self), name) is not getattr(base, name):
+            # A type added without a stub here still reaches the subclass's method.
+            if name is not None and getattr(type(self), name, None) is not getattr(
+                base, name, None
+            ):
                 self.add(getattr(self, name), notify_type)
         if type(self).handleBody is not base.handleBody:
             self.add(self.handleBody, argument="body")

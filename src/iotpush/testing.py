@@ -38,9 +38,10 @@ from typing import Any, Final, TypeAlias, TypeVar, Union, get_args, get_origin, 
 import httpx
 import msgspec
 
-from ._samples import Faker, defaults
+from ._samples import Faker
 from .app import DEFAULT_PATH
 from .exceptions import NotificationError
+from .formats import FORMATS
 from .models import (
     NOTIFICATION_TYPES,
     DeviceDatasChanged,
@@ -163,7 +164,7 @@ def build(
     """
     cls = _kind(kind)
     faker = Faker(random.Random(seed), now or dt.datetime.now(dt.UTC))
-    values = _apply(cls, {}, defaults(cls.notify_type, faker), cls.notify_type)
+    values = _apply(cls, {}, FORMATS.types[cls.notify_type].sample(faker), cls.notify_type)
     return cls(**_apply(cls, values, overrides, cls.notify_type))
 
 

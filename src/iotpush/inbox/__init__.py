@@ -124,13 +124,11 @@ def decode_entry(entry: Entry) -> Notification:
     Raises:
         NotificationError: The stored body does not decode (a model changed since).
     """
-    from ..models import NBCommandStatusChanged, decode
+    from ..formats import FORMATS
 
     if entry.notification is not None:
         return entry.notification
-    return decode(
-        entry.body, "command" if entry.type == NBCommandStatusChanged.notify_type else "notify"
-    )
+    return FORMATS.decode_stored(entry.type, entry.body)
 
 
 @dataclass(frozen=True, slots=True)
