@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +47,12 @@ def invoke(*args: str) -> str:
     return result.output
 
 
+def counts(store: str) -> list[str]:
+    """``inbox stats`` without the age of the oldest entry (it moves with the clock)."""
+    out = invoke("inbox", "stats", "--store", store)
+    return [line for line in out.splitlines() if not line.startswith("oldest")]
+
+
 def test_cli_inbox_stats_counts_by_state_and_type(store: str) -> None:
     out = invoke("inbox", "stats", "--store", store)
     assert "entries: 3" in out
@@ -55,8 +65,26 @@ def test_cli_inbox_ls_filters_by_state_and_type(store: str) -> None:
     dead = invoke("inbox", "ls", "--store", store, "--state", "dead")
     assert "deviceDeleted" in dead and "deviceDataChanged" not in dead
     typed = invoke("inbox", "ls", "--store", store, "--type", "deviceDataChanged", "--since", "1h")
-    assert typed.count("\n") == 1 and "done" in typed
+    assert typed.count("\n") == 2 and "done" in typed  # the header and one entry
     assert "no entries match" in invoke("inbox", "ls", "--store", store, "--device", "nobody")
+
+
+def test_cli_inbox_ls_has_a_header_aligned_columns_and_says_how_many_more(store: str) -> None:
+    async def add_long_type() -> None:
+        async with open_inbox(store) as inbox:
+            long = "deviceDesiredPropertiesModifyStatusChanged"
+            await inbox.append(Incoming(b"{}", long, "dev-long", "k", "k", "/p", {}, time.time()))
+
+    run(add_long_type())
+    first = invoke("inbox", "ls", "--limit", "3", "--store", store).splitlines()
+    assert first[0].split() == ["id", "received", "state", "attempts", "type", "device"]
+    assert len(first) == 5
+    assert first[-1] == "... 1 more: add --after 3 for the next page"
+    rest = invoke("inbox", "ls", "--limit", "3", "--after", "3", "--store", store).splitlines()
+    assert len(rest) == 2 and rest[1].endswith("dev-long")
+    for page in (first[:4], rest):  # each device starts under its header, whatever the type
+        at = page[0].index("device")
+        assert all(row[at - 2 : at] == "  " and row[at] != " " for row in page[1:])
 
 
 def test_cli_inbox_show_prints_error_and_body(store: str) -> None:
@@ -73,15 +101,109 @@ def test_cli_inbox_show_unknown_id_is_one_line_error(store: str) -> None:
 
 
 def test_cli_inbox_replay_defaults_to_dead_entries(store: str) -> None:
-    assert "1 entries queued" in invoke("inbox", "replay", "--store", store)
+    assert "1 entries queued" in invoke("inbox", "replay", "--yes", "--store", store)
     assert "pending 2, claimed 0, done 1, dead 0" in invoke("inbox", "stats", "--store", store)
-    assert "1 entries queued" in invoke("inbox", "replay", "1", "--store", store)
+    assert "1 entries queued" in invoke("inbox", "replay", "1", "--yes", "--store", store)
 
 
-def test_cli_inbox_purge_keeps_undelivered(store: str) -> None:
-    out = invoke("inbox", "purge", "--before", "2099-01-01T00:00:00Z", "--store", store)
-    assert "purged 3 records" in out  # done + dead + the quarantined body
-    assert "pending 1, claimed 0, done 0, dead 0" in invoke("inbox", "stats", "--store", store)
+def test_cli_inbox_replay_by_type_takes_dead_entries_only(store: str) -> None:
+    # 04 deviceDataChanged was delivered: a filter alone must not deliver it again.
+    out = invoke("inbox", "replay", "--type", "deviceDataChanged", "--yes", "--store", store)
+    assert out == "nothing to replay\n"
+    dead = invoke("inbox", "replay", "--type", "deviceDeleted", "--yes", "--store", store)
+    assert "will replay 1 entries" in dead and "by state: dead 1" in dead
+    done = ["--type", "deviceDataChanged", "--state", "done", "--yes", "--store", store]
+    assert "1 entries queued" in invoke("inbox", "replay", *done)
+    assert "pending 3, claimed 0, done 0, dead 0" in invoke("inbox", "stats", "--store", store)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inbox", "replay"],
+        ["inbox", "purge", "--before", "2099-01-01"],
+        ["quarantine", "purge", "--before", "2099-01-01"],
+    ],
+    ids=["replay", "purge", "quarantine-purge"],
+)
+def test_cli_destructive_command_without_terminal_or_yes_refuses_in_one_line(
+    store: str, command: list[str]
+) -> None:
+    before = counts(store)
+    result = CliRunner().invoke(main, [*command, "--store", store])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert result.output.startswith("Error: not going to ")
+    assert "pass --yes" in result.output
+    assert counts(store) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["inbox", "replay"], "would replay 1 entries"),
+        (["inbox", "purge", "--before", "2099-01-01"], "would purge 2 entries received before"),
+        (["quarantine", "purge", "--before", "2099-01-01"], "would purge 1 refused bodies"),
+    ],
+    ids=["replay", "purge", "quarantine-purge"],
+)
+def test_cli_destructive_command_dry_run_counts_and_changes_nothing(
+    store: str, command: list[str], expected: str
+) -> None:
+    before = counts(store)
+    out = invoke(*command, "--dry-run", "--store", store)
+    assert out.startswith(expected)
+    assert counts(store) == before
+
+
+def on_terminal(args: list[str], answer: str) -> tuple[int, str]:
+    """Run ``iotpush ARGS`` on a pseudo-terminal that types ``answer``; its exit code and output."""
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iotpush.cli", *args],
+        stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True,
+    )  # fmt: skip
+    os.close(child_fd)
+    os.write(main_fd, answer.encode() + b"\n")  # waits in the terminal until the prompt reads it
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    return proc.wait(timeout=60), b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize(("answer", "code", "dead"), [("n", 1, 1), ("y", 0, 0)], ids=["no", "yes"])
+def test_cli_replay_on_a_terminal_shows_the_count_and_asks(
+    store: str, answer: str, code: int, dead: int
+) -> None:
+    status, out = on_terminal(["inbox", "replay", "--store", store], answer)
+    assert "will replay 1 entries" in out and "deviceDeleted" in out
+    assert "Go on? [y/N]" in out
+    assert status == code
+    assert f"done 1, dead {dead}" in invoke("inbox", "stats", "--store", store)
+
+
+def test_cli_inbox_purge_keeps_undelivered_and_the_quarantine(store: str) -> None:
+    out = invoke("inbox", "purge", "--before", "2099-01-01T00:00:00Z", "--yes", "--store", store)
+    assert "purged 2 entries" in out  # done + dead
+    stats = invoke("inbox", "stats", "--store", store)
+    assert "pending 1, claimed 0, done 0, dead 0" in stats
+    assert "quarantined: 1" in stats
+
+
+def test_cli_quarantine_purge_deletes_refused_bodies_only(store: str) -> None:
+    old = invoke("quarantine", "purge", "--before", "2000-01-01", "--yes", "--store", store)
+    assert old == "nothing to purge\n"
+    out = invoke("quarantine", "purge", "--before", "2099-01-01", "--yes", "--store", store)
+    assert "purged 1 refused bodies" in out
+    assert "quarantine is empty" in invoke("quarantine", "ls", "--store", store)
+    assert "entries: 3" in invoke("inbox", "stats", "--store", store)
 
 
 def test_cli_bad_time_is_usage_error(store: str) -> None:

@@ -223,8 +223,28 @@ def test_trackers_rebuild_restores_lost_state_with_progress_on_stderr(store: str
         conn.execute("DELETE FROM devices")
         conn.execute("DELETE FROM device_data")
     invoke("devices", "show", DEVICE, "--store", store, code=1)
-    result = invoke("trackers", "rebuild", "--batch", "5", "--store", store)
-    assert result.stdout == "rebuilt the trackers from 13 notifications\n"
+    result = invoke("trackers", "rebuild", "--batch", "5", "--yes", "--store", store)
+    assert result.stdout.startswith("will rebuild the trackers (0 devices, ")
+    assert result.stdout.endswith("rebuilt the trackers from 13 notifications\n")
     assert "\rapplied 5 notifications..." in result.stderr
     assert "\rapplied 13 notifications..." in result.stderr
     assert invoke("devices", "show", DEVICE, "--json", "--store", store).stdout == before
+
+
+def test_trackers_rebuild_dry_run_counts_records_and_notifications_and_changes_nothing(
+    store: str,
+) -> None:
+    before = invoke("devices", "show", DEVICE, "--json", "--store", store).stdout
+    out = invoke("trackers", "rebuild", "--dry-run", "--store", store).stdout
+    first = out.splitlines()[0]
+    assert first.startswith(
+        "would rebuild the trackers (3 devices, 5 commands, 1 shadows, 0 upgrades)"
+    )
+    assert first.endswith(" from 13 kept notifications")
+    assert invoke("devices", "show", DEVICE, "--json", "--store", store).stdout == before
+
+
+def test_trackers_rebuild_without_terminal_or_yes_refuses_in_one_line(store: str) -> None:
+    result = invoke("trackers", "rebuild", "--store", store, code=1)
+    assert result.output.startswith("Error: not going to rebuild the trackers (3 devices, ")
+    assert result.output.count("\n") == 1

@@ -702,10 +702,12 @@ def test_find_selection_returns_matching_entries_in_id_order(
 
 
 @pytest.mark.parametrize(("spec", "matching"), SELECTIONS, ids=SELECTION_IDS)
-def test_replay_selection_makes_matching_finished_entries_pending_and_leaves_the_rest(
+def test_replay_selection_makes_its_replayable_entries_pending_and_leaves_the_rest(
     inbox_factory: InboxFactory, clock: FakeClock, spec: dict[str, Any], matching: list[str]
 ) -> None:
-    replayed = [name for name in matching if POPULATION[name][3] in ("done", "dead")]
+    # By filter, only dead entries unless the selection names states; by ids, done ones too.
+    finished = ("done", "dead") if "ids" in spec or "states" in spec else ("dead",)
+    replayed = [name for name in matching if POPULATION[name][3] in finished]
 
     async def scenario() -> None:
         async with inbox_factory() as inbox:
@@ -834,7 +836,7 @@ def test_stats_empty_inbox_has_no_oldest_pending(
 
 
 @pytest.mark.parametrize("batch", [1, 10_000], ids=["batch-of-one", "default-batch"])
-def test_purge_deletes_finished_entries_and_quarantine_received_before(
+def test_purge_deletes_finished_entries_received_before_and_keeps_the_quarantine(
     inbox_factory: InboxFactory, clock: FakeClock, batch: int
 ) -> None:
     async def scenario() -> None:
@@ -853,7 +855,7 @@ def test_purge_deletes_finished_entries_and_quarantine_received_before(
             (old_pending,) = await append_all(
                 inbox, incoming(clock, "old-pending", device="d5", received_at=T0 + 20)
             )
-            await inbox.quarantine(rejection(received_at=T0 + 5))
+            old_q = await inbox.quarantine(rejection(received_at=T0 + 5))
             new_q = await inbox.quarantine(rejection(received_at=T0 + 205))
             progress: list[int] = []
             purged = await inbox.purge(T0 + 100, batch=batch, progress=progress.append)
@@ -862,12 +864,12 @@ def test_purge_deletes_finished_entries_and_quarantine_received_before(
             with pytest.raises(EntryNotFound):
                 await inbox.get(old_done)
             again = await inbox.purge(T0 + 100, batch=batch)
-        assert purged == 3
+        assert purged == 2
         assert ids_of(kept) == [old_claimed, new_done, old_pending]
-        assert [r.id for r in kept_q] == [new_q]
+        assert [r.id for r in kept_q] == [old_q, new_q]
         assert progress
         assert all(a < b for a, b in itertools.pairwise(progress))
-        assert progress[-1] == 3
+        assert progress[-1] == 2
         assert again == 0
 
     asyncio.run(scenario())
@@ -897,7 +899,8 @@ def test_append_and_quarantine_after_purging_everything_never_reuse_an_id(
             q = await inbox.quarantine(rejection(received_at=clock.now))
             await inbox.claim("w", 10, LEASE)
             await inbox.ack(ids)
-            assert await inbox.purge(clock.now + 1) == 3
+            assert await inbox.purge(clock.now + 1) == 2
+            assert await inbox.purge_quarantine(clock.now + 1) == 1
             (new,) = await append_all(inbox, incoming(clock, "c"))
             new_q = await inbox.quarantine(rejection(received_at=clock.now))
         assert new > ids[-1]

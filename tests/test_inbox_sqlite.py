@@ -412,3 +412,24 @@ def test_sqlite_only_entries_left_pending_wake_the_claimer(db_path: Path, clock:
             return woken
 
     assert run(scenario()) == [False, True]
+
+
+def test_sqlite_ids_after_state_slot_changes_and_duplicates_are_consecutive(
+    db_path: Path, clock: FakeClock
+) -> None:
+    # deviceAdded then deviceInfoChanged share a slot; a duplicate is counted on its entry.
+    keys = ["added", "info", "info", "data", "info-2"]
+    slots = ["registry:d", "registry:d", "registry:d", "data", "registry:d"]
+
+    async def scenario() -> list[Accepted]:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            return [
+                await inbox.append(incoming(clock, k, slot=s))
+                for k, s in zip(keys, slots, strict=True)
+            ]
+
+    accepted = asyncio.run(scenario())
+    assert [(a.id, a.duplicate) for a in accepted] == [
+        (1, False), (2, False), (2, True), (3, False), (4, False)
+    ]  # fmt: skip
+    assert sql(db_path, "SELECT duplicates FROM inbox WHERE id = 2") == 1

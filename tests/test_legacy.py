@@ -98,6 +98,78 @@ def test_legacy_only_overridden_callbacks_are_registered() -> None:
     assert receiver.handlers_for("deviceDeleted") == ()
 
 
+def test_legacy_subclass_init_without_super_still_delivers(serve: Callable[..., Any]) -> None:
+    got: list[Any] = []
+
+    class SdkStyle(PushMessageReceiver):
+        def __init__(self) -> None:  # the SDK's base had no __init__: no super().__init__()
+            self.seen = got
+
+        def handleDeviceDeleted(self) -> None:  # noqa: N802
+            self.seen.append(request.json["deviceId"])
+
+    receiver = SdkStyle()
+    with serve(receiver) as (url, _):
+        response = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"])
+        wait_until(lambda: got, what="the callback")
+    assert response.status_code == 200
+    assert got == [json.loads(EXAMPLES["07-deviceDeleted"])["deviceId"]]
+    assert repr(receiver) == "<SdkStyle with 1 handler(s)>"
+
+
+def test_legacy_request_flask_members_describe_the_push(serve: Callable[..., Any]) -> None:
+    seen: dict[str, Any] = {}
+
+    class Inspecting(PushMessageReceiver):
+        def handleDeviceDeleted(self) -> None:  # noqa: N802
+            names = ("url", "base_url", "host", "scheme", "path", "remote_addr", "is_json",
+                     "content_type", "mimetype", "method")  # fmt: skip
+            seen.update({name: getattr(request, name) for name in names})
+            seen["args"] = (dict(request.args), request.args.getlist("tag"))
+            seen["values"], seen["form"] = dict(request.values), dict(request.form)
+            seen["environ"] = request.environ
+
+    with serve(Inspecting()) as (url, _):
+        host = url.removeprefix("http://")
+        response = httpx.post(
+            url + RECEIVE + "?tenant=acme&tag=a&tag=b",
+            content=EXAMPLES["07-deviceDeleted"],
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+        wait_until(lambda: seen, what="the callback")
+    assert response.status_code == 200
+    assert seen["url"] == f"{url}{RECEIVE}?tenant=acme&tag=a&tag=b"
+    assert (seen["base_url"], seen["host"], seen["scheme"]) == (url + RECEIVE, host, "http")
+    assert (seen["path"], seen["remote_addr"], seen["method"]) == (RECEIVE, "127.0.0.1", "POST")
+    assert seen["is_json"] is True
+    assert seen["content_type"] == "application/json; charset=utf-8"
+    assert seen["mimetype"] == "application/json"
+    assert seen["args"] == ({"tenant": "acme", "tag": "a"}, ["a", "b"])
+    assert (seen["values"], seen["form"]) == ({"tenant": "acme", "tag": "a"}, {})
+    environ = seen["environ"]
+    assert environ["QUERY_STRING"] == "tenant=acme&tag=a&tag=b"
+    assert (environ["PATH_INFO"], environ["REMOTE_ADDR"]) == (RECEIVE, "127.0.0.1")
+    assert environ["CONTENT_TYPE"] == "application/json; charset=utf-8"
+    assert environ["HTTP_HOST"] == host
+    assert environ["wsgi.url_scheme"] == "http"
+
+
+def test_legacy_request_without_content_type_is_not_json() -> None:
+    from iotpush._context import Delivery, set_delivery
+    from iotpush.inbox import Entry
+    from iotpush.models import decode
+
+    body = EXAMPLES["07-deviceDeleted"]
+    entry = Entry(1, 0.0, "deviceDeleted", "d", "k", RECEIVE, body, {"host": "h"}, "claimed")
+    set_delivery(Delivery(entry, decode(body, "notify")))
+    assert (request.content_type, request.mimetype, request.is_json) == (None, "", False)
+    assert (request.url, request.remote_addr, dict(request.args)) == (
+        f"http://h{RECEIVE}",
+        None,
+        {},
+    )
+
+
 # The vendor receiver's defects, each shown fixed.
 
 

@@ -305,6 +305,10 @@ class App:
         client = scope.get("client")
         if client:
             headers["x-iotpush-peer"] = str(client[0])
+        if scope.get("query_string"):  # for `iotpush.legacy.request.args` and `.url`
+            headers["x-iotpush-query"] = scope["query_string"].decode("latin-1")
+        if scope.get("scheme") == "https":
+            headers["x-iotpush-scheme"] = "https"
         try:
             key, slot = key_and_slot(notification)
             item = Incoming(

@@ -15,16 +15,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from . import trackers
 from .exceptions import EntryNotFound, NotificationError
-from .inbox import Entry, Inbox, Selection, decode_entry
+from .inbox import Entry, Inbox, Selection, Tally, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
 
-__all__ = ["MAX_VIEW_COMMANDS", "DeviceView", "Tracking"]
+__all__ = ["MAX_VIEW_COMMANDS", "DeviceView", "RebuildPlan", "Tracking"]
 
 log = logging.getLogger("iotpush.tracking")
 
@@ -47,6 +48,16 @@ class DeviceView(msgspec.Struct, frozen=True, kw_only=True):
     shadow: list[ShadowRecord]
     commands: list[CommandRecord]
     commands_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildPlan:
+    """What `Tracking.rebuild` would do: the records it forgets, the notifications it applies."""
+
+    records: dict[str, int]
+    """Tracker records held now, by kind (devices, commands, shadows, upgrades)."""
+    notifications: Tally
+    """Kept entries of the types the trackers use, by type and state."""
 
 
 class Tracking:
@@ -253,6 +264,13 @@ class Tracking:
         """Received notifications in arrival order (page with ``after``, the last entry id)."""
         selection = Selection(type=type, device=device, since=since)
         return await self.inbox.find(selection, limit=limit, after=after)
+
+    async def rebuild_plan(self) -> RebuildPlan:
+        """Count what `rebuild` forgets and what it applies again (shown before it runs)."""
+        records = await self.inbox.read(trackers.count_records)
+        kept = await self.inbox.tally(Selection())
+        tracked = {k: n for k, n in kept.counts.items() if k[0] in trackers.TRACKED_TYPES}
+        return RebuildPlan(records, Tally(tracked))
 
     async def rebuild(
         self, *, batch: int = 1000, progress: Callable[[int], None] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ import msgspec
 
 from .._when import parse_duration, parse_when
 from ..exceptions import IotpushError
-from ..inbox import Inbox
+from ..inbox import Inbox, Tally
 from ..models import NOTIFICATION_TYPES
 from ..server import DEFAULT_STORE, Config, open_store
 from ..tracking import Tracking
@@ -66,6 +67,46 @@ def library_errors() -> Iterator[None]:
         yield
     except IotpushError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Only print what the command would touch."
+)
+
+
+def confirm(
+    verb: str, what: str, count: int, details: Iterable[str] = (), *, yes: bool, dry_run: bool
+) -> bool:
+    """Say what a destructive command will touch, and whether it may go on.
+
+    Prints ``will {verb} {what}`` (``what`` holds the ``count``) and the ``details`` lines.
+    With nothing to touch, or ``dry_run``, returns False; with ``yes``, True; on a terminal,
+    asks.
+
+    Raises:
+        click.ClickException: No terminal to ask on and no ``yes`` (one line, exit 1).
+    """
+    if count and not yes and not dry_run and not sys.stdin.isatty():
+        raise click.ClickException(
+            f"not going to {verb} {what} without confirmation:"
+            " pass --yes (or --dry-run to only count)"
+        )
+    if not count:
+        click.echo(f"nothing to {verb}")
+        return False
+    click.echo(f"{'would' if dry_run else 'will'} {verb} {what}")
+    for line in details:
+        click.echo(f"  {line}")
+    if not dry_run and not yes:
+        click.confirm("Go on?", abort=True)
+    return not dry_run
+
+
+def tally_lines(tally: Tally) -> list[str]:
+    """A tally as lines for `confirm`: by state, then by type."""
+    states = ", ".join(f"{state} {n}" for state, n in tally.by_state().items())
+    return [f"by state: {states}", *(f"{type_:<44} {n:>8}" for type_, n in tally.by_type().items())]
 
 
 def inbox_call(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:

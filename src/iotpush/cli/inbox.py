@@ -9,8 +9,17 @@ import click
 import msgspec
 
 from .._when import format_ts
-from ..inbox import STATES, Entry, Selection
-from ._shared import TYPE_CHOICE, WHEN, inbox_call, store_option
+from ..inbox import STATES, Entry, Inbox, Selection
+from ._shared import (
+    TYPE_CHOICE,
+    WHEN,
+    confirm,
+    dry_run_option,
+    inbox_call,
+    store_option,
+    tally_lines,
+    yes_option,
+)
 
 
 @click.group()
@@ -90,27 +99,52 @@ def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _entry_line(e: Entry) -> str:
-    return (
-        f"{e.id:>8}  {format_ts(e.received_at)}  {e.state:<8} {e.attempts:>2}  "
-        f"{e.type:<28} {e.device or '-'}"
-    )
+def _entry_table(entries: list[Entry]) -> list[str]:
+    """Entries as aligned columns under a header."""
+    rows = [
+        (str(e.id), format_ts(e.received_at), e.state, str(e.attempts), e.type, e.device or "-")
+        for e in entries
+    ]
+    header = ("id", "received", "state", "attempts", "type", "device")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    right = (True, False, False, True, False, False)  # numbers align right
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
+        ]
+        return "  ".join(cells).rstrip()
+
+    return [line(header), *map(line, rows)]
 
 
 @inbox.command("ls")
 @store_option
 @_selection_options
-@click.option("--limit", default=50, type=int)
+@click.option("--limit", default=50, type=click.IntRange(1, 10_000), help="Entries to list.")
 @click.option("--after", default=0, type=int, help="Only entries with an id above this.")
 def inbox_ls(store: str, states: tuple[str, ...], type_: str | None, device: str | None,
              since: float | None, until: float | None, limit: int, after: int) -> None:  # fmt: skip
-    """List entries, oldest first: id, received, state, attempts, type, device."""
+    """List entries, oldest first: id, received, state, attempts, type, device.
+
+    Lists at most --limit; the last line says how many more match and the --after that lists
+    them.
+    """
     sel = Selection(states=states or None, type=type_, device=device, since=since, until=until)  # type: ignore[arg-type]
-    entries = inbox_call(store, lambda inbox: inbox.find(sel, limit=limit, after=after))
+
+    async def page(inbox: Inbox) -> tuple[list[Entry], int]:
+        entries = await inbox.find(sel, limit=limit, after=after)
+        more = (await inbox.tally(sel, after=entries[-1].id)).total if entries else 0
+        return entries, more
+
+    entries, more = inbox_call(store, page)
     if not entries:
         click.echo("no entries match")
-    for e in entries:
-        click.echo(_entry_line(e))
+        return
+    for line in _entry_table(entries):
+        click.echo(line)
+    if more:
+        click.echo(f"... {more} more: add --after {entries[-1].id} for the next page")
 
 
 @inbox.command("show")
@@ -133,25 +167,57 @@ def inbox_show(id: int, store: str) -> None:
 @click.argument("ids", nargs=-1, type=int)
 @store_option
 @_selection_options
+@yes_option
+@dry_run_option
 def inbox_replay(ids: tuple[int, ...], store: str, states: tuple[str, ...], type_: str | None,
-                 device: str | None, since: float | None, until: float | None) -> None:  # fmt: skip
-    """Deliver entries again: by IDS, or by selection (default: every dead-lettered entry)."""
-    if not (ids or states or type_ or device or since or until):
-        states = ("dead",)
+                 device: str | None, since: float | None, until: float | None, yes: bool,
+                 dry_run: bool) -> None:  # fmt: skip
+    """Deliver entries again: by IDS (done or dead), or by filter (dead ones, unless --state).
+
+    Prints what it will replay and asks first (--yes: do not ask; --dry-run: only count).
+    """
     sel = Selection(ids=ids or None, states=states or None, type=type_, device=device,  # type: ignore[arg-type]
-                    since=since, until=until)  # fmt: skip
-    count = inbox_call(store, lambda inbox: inbox.replay(sel))
-    click.echo(f"{count} entries queued for delivery again")
+                    since=since, until=until).replayable()  # fmt: skip
+    tally = inbox_call(store, lambda inbox: inbox.tally(sel))
+    if confirm("replay", f"{tally.total} entries", tally.total, tally_lines(tally), yes=yes,
+               dry_run=dry_run):  # fmt: skip
+        count = inbox_call(store, lambda inbox: inbox.replay(sel))
+        click.echo(f"{count} entries queued for delivery again")
+
+
+def _progress(total: int) -> None:
+    click.echo(f"\rpurged {total}...", nl=False, err=True)
 
 
 @inbox.command("purge")
 @click.option("--before", required=True, type=WHEN, help="A time, or an age such as 7d.")
 @store_option
-def inbox_purge(before: float, store: str) -> None:
-    """Delete delivered and dead entries (and quarantined bodies) received before a time."""
+@yes_option
+@dry_run_option
+def inbox_purge(before: float, store: str, yes: bool, dry_run: bool) -> None:
+    """Delete delivered and dead entries received before a time (not the quarantine).
 
-    def progress(total: int) -> None:
-        click.echo(f"\rpurged {total}...", nl=False, err=True)
+    Prints what it will delete and asks first (--yes: do not ask; --dry-run: only count).
+    """
+    tally = inbox_call(store, lambda inbox: inbox.purgeable(before))
+    what = f"{tally.total} entries received before {format_ts(before)}"
+    if confirm("purge", what, tally.total, tally_lines(tally), yes=yes, dry_run=dry_run):
+        count = inbox_call(store, lambda inbox: inbox.purge(before, progress=_progress))
+        click.echo(f"\rpurged {count} entries received before {format_ts(before)}")
 
-    count = inbox_call(store, lambda inbox: inbox.purge(before, progress=progress))
-    click.echo(f"\rpurged {count} records received before {format_ts(before)}")
+
+@quarantine.command("purge")
+@click.option("--before", required=True, type=WHEN, help="A time, or an age such as 7d.")
+@store_option
+@yes_option
+@dry_run_option
+def quarantine_purge(before: float, store: str, yes: bool, dry_run: bool) -> None:
+    """Delete refused bodies received before a time.
+
+    Prints how many it will delete and asks first (--yes: do not ask; --dry-run: only count).
+    """
+    count = inbox_call(store, lambda inbox: inbox.count_quarantined(before))
+    what = f"{count} refused bodies received before {format_ts(before)}"
+    if confirm("purge", what, count, yes=yes, dry_run=dry_run):
+        count = inbox_call(store, lambda inbox: inbox.purge_quarantine(before, progress=_progress))
+        click.echo(f"\rpurged {count} refused bodies received before {format_ts(before)}")

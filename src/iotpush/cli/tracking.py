@@ -11,7 +11,17 @@ from .._when import format_ts
 from ..trackers import CommandRecord, DeviceRecord
 from ..trackers.commands import RANKS
 from ..tracking import MAX_VIEW_COMMANDS, DeviceView
-from ._shared import LIMIT, compact, json_option, output, store_option, tracking_call
+from ._shared import (
+    LIMIT,
+    compact,
+    confirm,
+    dry_run_option,
+    json_option,
+    output,
+    store_option,
+    tracking_call,
+    yes_option,
+)
 
 
 def _command_lines(records: list[CommandRecord]) -> list[str]:
@@ -164,11 +174,22 @@ def trackers() -> None:
 @trackers.command("rebuild")
 @store_option
 @click.option("--batch", default=1000, type=click.IntRange(1, 100_000), help="Entries per step.")
-def trackers_rebuild(store: str, batch: int) -> None:
+@yes_option
+@dry_run_option
+def trackers_rebuild(store: str, batch: int, yes: bool, dry_run: bool) -> None:
     """Forget the tracker state and apply every kept notification again, in arrival order.
 
     Expectations the application registered (expected commands, desired properties) stay.
+    Prints what it will forget and apply and asks first (--yes: do not ask; --dry-run: only
+    count).
     """
+    plan = tracking_call(store, lambda t: t.rebuild_plan())
+    held = ", ".join(f"{n} {kind}" for kind, n in plan.records.items())
+    what = f"the trackers ({held}) from {plan.notifications.total} kept notifications"
+    lines = [f"{type_:<44} {n:>8}" for type_, n in plan.notifications.by_type().items()]
+    count = plan.notifications.total + sum(plan.records.values())
+    if not confirm("rebuild", what, count, lines, yes=yes, dry_run=dry_run):
+        return
 
     def progress(applied: int) -> None:
         click.echo(f"\rapplied {applied} notifications...", nl=False, err=True)

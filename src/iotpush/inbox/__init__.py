@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "Rejection",
     "Selection",
     "State",
+    "Tally",
     "decode_entry",
     "new_owner",
     "open_inbox",
@@ -155,6 +157,42 @@ class Selection:
     device: str | None = None
     since: float | None = None
     until: float | None = None
+
+    def replayable(self) -> Selection:
+        """The entries of this selection that `Inbox.replay` takes: done or dead ones; when
+        picked by filter rather than by ids, dead ones only unless ``states`` says otherwise."""
+        if self.states is not None:
+            states: tuple[State, ...] = tuple(s for s in self.states if s in ("done", "dead"))
+        else:
+            states = ("done", "dead") if self.ids is not None else ("dead",)
+        return dataclasses.replace(self, states=states)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """How many entries an operator command takes, by type and state (to show before it runs)."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Entries by ``(type, state)``."""
+
+    @property
+    def total(self) -> int:
+        """Entries in all."""
+        return sum(self.counts.values())
+
+    def by_state(self) -> dict[str, int]:
+        """Entries by state, in `STATES` order (states with none left out)."""
+        totals: dict[str, int] = dict.fromkeys(STATES, 0)
+        for (_, state), n in self.counts.items():
+            totals[state] = totals.get(state, 0) + n
+        return {state: n for state, n in totals.items() if n}
+
+    def by_type(self) -> dict[str, int]:
+        """Entries by type, most first."""
+        totals: dict[str, int] = {}
+        for (type_, _), n in self.counts.items():
+            totals[type_] = totals.get(type_, 0) + n
+        return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,17 +417,42 @@ class Inbox(abc.ABC):
         """Counts by state and type, duplicates, quarantine size, oldest pending."""
 
     @abc.abstractmethod
+    async def tally(self, selection: Selection, *, after: int = 0) -> Tally:
+        """Count the entries matching ``selection`` with id > ``after``, by type and state."""
+
+    @abc.abstractmethod
     async def replay(self, selection: Selection) -> int:
-        """Make matching done or dead entries pending again, due now; returns how many."""
+        """Make the entries of ``selection.replayable()`` pending again, due now; how many.
+
+        That is done or dead entries; picked by filter (no ids), dead ones only unless the
+        selection names states. `tally` of ``selection.replayable()`` counts them beforehand.
+        """
+
+    @abc.abstractmethod
+    async def purgeable(self, before: float) -> Tally:
+        """Count the entries `purge` would delete for ``before``."""
 
     @abc.abstractmethod
     async def purge(
         self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Delete finished entries and quarantined bodies received before ``before``.
+        """Delete finished entries received before ``before`` (not the quarantine).
 
         Entries not yet done, and entries still in an outbox, are never purged. ``progress`` is
         called with the running total.
+        """
+
+    @abc.abstractmethod
+    async def count_quarantined(self, before: float | None = None) -> int:
+        """How many refused bodies are kept (received before ``before``, if given)."""
+
+    @abc.abstractmethod
+    async def purge_quarantine(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Delete the refused bodies received before ``before``; how many.
+
+        ``progress`` is called with the running total.
         """
 
     @abc.abstractmethod

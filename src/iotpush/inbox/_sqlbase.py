@@ -24,7 +24,7 @@ import msgspec
 from .. import trackers
 from ..exceptions import EntryNotFound, InboxUnavailable
 from ..models import Notification
-from . import Entry, Inbox, InboxStats, Incoming, Rejection, Selection
+from . import Entry, Inbox, InboxStats, Incoming, Rejection, Selection, Tally
 
 __all__ = ["COLUMNS", "SQLInbox", "digest", "entry", "rejection", "where"]
 
@@ -41,6 +41,12 @@ COLUMNS = (
 )
 
 _QUARANTINE_COLUMNS = "received_at, path, status, reason, field, body, headers, id"
+
+# Entries `purge` deletes: finished before the time bound, and published by every sink.
+_PURGEABLE = (
+    "received_at < ? AND state IN ('done', 'dead')"
+    " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
+)
 
 
 def digest(key: str) -> bytes:
@@ -199,6 +205,19 @@ class SQLInbox(Inbox):
 
     # receive path ----------------------------------------------------------------------------
 
+    def _insert(
+        self, conn: Any, insert: str, row: tuple[Any, ...], dedupe: bytes
+    ) -> tuple[int, bool]:
+        """Run the backend's ``insert`` (an upsert on the slot digest ``dedupe``) of ``row``.
+
+        Returns the id of the new entry, or of the kept one it duplicates, and whether it did.
+        """
+        found = conn.execute(insert, row).fetchone()
+        if found is None:  # the slot's entry has another key, or is outside the window
+            conn.execute(self._q("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?"), (dedupe,))
+            found = conn.execute(insert, row).fetchone()
+        return found[0], found[1] > 0
+
     def _keep(
         self, conn: Any, insert: str, row: tuple[Any, ...], item: Incoming, dedupe: bytes
     ) -> tuple[int, bool]:
@@ -207,11 +226,7 @@ class SQLInbox(Inbox):
 
         Returns the entry's id and whether it was a duplicate of a kept one.
         """
-        found = conn.execute(insert, row).fetchone()
-        if found is None:  # the slot's entry has another key, or is outside the window
-            conn.execute(self._q("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?"), (dedupe,))
-            found = conn.execute(insert, row).fetchone()
-        id, duplicate = found[0], found[1] > 0
+        id, duplicate = self._insert(conn, insert, row, dedupe)
         if not duplicate:
             if self.outbox:  # published only after it is kept
                 self._fill_outbox(conn, id)
@@ -312,43 +327,72 @@ class SQLInbox(Inbox):
 
         return await self._read(read)
 
-    async def replay(self, selection: Selection) -> int:
+    async def tally(self, selection: Selection, *, after: int = 0) -> Tally:
         clause, params = self._where(selection)
+        # `_where` holds column names and placeholders only; the values are bound.
+        sql = self._q("SELECT type, state, count(*) FROM inbox WHERE id > ? AND ") + clause
+        sql += " GROUP BY type, state"
+        rows = await self._read(lambda conn: conn.execute(sql, (after, *params)).fetchall())
+        return Tally({(type_, state): int(n) for type_, state, n in rows})
+
+    async def replay(self, selection: Selection) -> int:
+        clause, params = self._where(selection.replayable())
         # `_where` holds column names and placeholders only; the values are bound.
         sql = self._q(
             "UPDATE inbox SET state = 'pending', due_at = ?, attempts = 0, finished_at = NULL"
-            " WHERE state IN ('done', 'dead') AND "
+            " WHERE "
         )
         sql += clause
         return await self._write(
             lambda conn: int(conn.execute(sql, (self.clock(), *params)).rowcount), wakes=True
         )
 
+    async def purgeable(self, before: float) -> Tally:
+        sql = self._q(f"SELECT type, state, count(*) FROM inbox WHERE {_PURGEABLE}")  # noqa: S608 - a constant
+        rows = await self._read(
+            lambda conn: conn.execute(sql + " GROUP BY type, state", (before,)).fetchall()
+        )
+        return Tally({(type_, state): int(n) for type_, state, n in rows})
+
+    async def _delete_in_batches(
+        self, sql: str, before: float, batch: int, progress: Callable[[int], None] | None
+    ) -> int:
+        total = 0
+        while True:  # one transaction per batch, so receiving never waits long
+            deleted = await self._write(
+                lambda conn: int(conn.execute(sql, (before, batch)).rowcount)
+            )
+            total += deleted
+            if progress is not None and deleted:
+                progress(total)
+            if deleted < batch:
+                return total
+
     async def purge(
         self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
     ) -> int:
-        total = 0
-        finished_entries = (  # and published by every sink
-            "AND state IN ('done', 'dead')"
-            " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
+        sql = self._q(
+            f"DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE {_PURGEABLE} LIMIT ?)"  # noqa: S608 - a constant
         )
-        for table, finished in (("inbox", finished_entries), ("quarantine", "")):
-            sql = self._q(
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608 - fixed names
-                f" WHERE received_at < ? {finished} LIMIT ?)"
-            )
+        return await self._delete_in_batches(sql, before, batch, progress)
 
-            def delete(conn: Any, sql: str = sql) -> int:
-                return int(conn.execute(sql, (before, batch)).rowcount)
+    async def count_quarantined(self, before: float | None = None) -> int:
+        sql = "SELECT count(*) FROM quarantine"
+        if before is None:
+            row = await self._read(lambda conn: conn.execute(sql).fetchone())
+        else:
+            sql += self._q(" WHERE received_at < ?")
+            row = await self._read(lambda conn: conn.execute(sql, (before,)).fetchone())
+        return int(row[0])
 
-            while True:  # one transaction per batch, so receiving never waits long
-                deleted = await self._write(delete)
-                total += deleted
-                if progress is not None and deleted:
-                    progress(total)
-                if deleted < batch:
-                    break
-        return total
+    async def purge_quarantine(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        sql = self._q(
+            "DELETE FROM quarantine WHERE id IN"
+            " (SELECT id FROM quarantine WHERE received_at < ? LIMIT ?)"
+        )
+        return await self._delete_in_batches(sql, before, batch, progress)
 
     async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
         sql = self._q(

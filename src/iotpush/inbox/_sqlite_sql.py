@@ -11,10 +11,12 @@ from ._sqlbase import COLUMNS
 __all__ = [
     "BLOCKED",
     "CLAIM",
+    "DUPLICATE",
     "INSERT",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "SCHEMA",
+    "SLOT",
     "where",
 ]
 
@@ -65,15 +67,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
 """
 
+# No upsert: SQLite takes an AUTOINCREMENT id for an INSERT even when its ON CONFLICT clause
+# turns it into an update (a duplicate) or into nothing (a state slot held by another key), so
+# ids would skip a number at each. `SLOT` first finds the entry holding the slot.
 INSERT = """
 INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at,
     state, owner, lease_until, attempts)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (dedupe) DO UPDATE
-    SET duplicates = duplicates + 1, last_duplicate_at = excluded.received_at
-    WHERE inbox.key = excluded.key AND inbox.received_at >= ?
-RETURNING id, duplicates
+RETURNING id
 """
+
+SLOT = "SELECT id, key, received_at FROM inbox WHERE dedupe = ?"
+
+DUPLICATE = "UPDATE inbox SET duplicates = duplicates + 1, last_duplicate_at = ? WHERE id = ?"
 
 OUTBOX_ADD = "INSERT INTO outbox (sink, id) VALUES (?, ?)"
 

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from .. import trackers
 from ..exceptions import EntryNotFound
-from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, _migrations
+from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, Tally, _migrations
 
 __all__ = ["MemoryInbox"]
 
@@ -244,36 +244,63 @@ class MemoryInbox(Inbox):
             unpublished={sink: len(ids) for sink, ids in self._outboxes.items() if ids},
         )
 
+    async def tally(self, selection: Selection, *, after: int = 0) -> Tally:
+        counts: dict[tuple[str, str], int] = {}
+        for e in self._entries.values():
+            if e.id > after and _matches(e, selection):
+                counts[e.type, e.state] = counts.get((e.type, e.state), 0) + 1
+        return Tally(counts)
+
     async def replay(self, selection: Selection) -> int:
         now = self.clock()
         count = 0
+        replayable = selection.replayable()
         for e in self._entries.values():
-            if e.state in ("done", "dead") and _matches(e, selection):
+            if _matches(e, replayable):
                 e.state, e.due_at, e.attempts, e.finished_at = "pending", now, 0, None
                 count += 1
         if count:
             self._work.set()
         return count
 
-    async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
-    ) -> int:
-        old = [
-            e.id
+    def _purgeable(self, before: float) -> list[Entry]:
+        return [
+            e
             for e in self._entries.values()
             if e.received_at < before
             and e.state in ("done", "dead")
             and not any(e.id in outbox for outbox in self._outboxes.values())
         ]
-        for id in old:
-            self._entries.pop(id)
+
+    async def purgeable(self, before: float) -> Tally:
+        counts: dict[tuple[str, str], int] = {}
+        for e in self._purgeable(before):
+            counts[e.type, e.state] = counts.get((e.type, e.state), 0) + 1
+        return Tally(counts)
+
+    async def purge(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        old = self._purgeable(before)
+        for e in old:
+            self._entries.pop(e.id)
         self._slots = {s: i for s, i in self._slots.items() if i in self._entries}
+        if progress is not None and old:
+            progress(len(old))
+        return len(old)
+
+    async def count_quarantined(self, before: float | None = None) -> int:
+        return sum(1 for r in self._quarantine.values() if before is None or r.received_at < before)
+
+    async def purge_quarantine(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int:
         stale = [q for q, r in self._quarantine.items() if r.received_at < before]
         for q in stale:
             del self._quarantine[q]
-        if progress is not None and (old or stale):
-            progress(len(old) + len(stale))
-        return len(old) + len(stale)
+        if progress is not None and stale:
+            progress(len(stale))
+        return len(stale)
 
     async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
         return [_copy(r) for q, r in self._quarantine.items() if q > after][:limit]

@@ -27,9 +27,11 @@ from ._sqlbase import COLUMNS, SQLInbox, digest, entry
 from ._sqlite_sql import (
     BLOCKED,
     CLAIM,
+    DUPLICATE,
     INSERT,
     OUTBOX_ADD,
     OUTBOX_TAKE,
+    SLOT,
     where,
 )
 
@@ -250,6 +252,19 @@ class SQLiteInbox(SQLInbox):
             return Accepted(id, duplicate=duplicate)
 
         return await self._write(insert, bounded=True)
+
+    def _insert(
+        self, conn: Any, insert: str, row: tuple[Any, ...], dedupe: bytes
+    ) -> tuple[int, bool]:
+        *values, cutoff = row
+        held = conn.execute(SLOT, (dedupe,)).fetchone()
+        if held is not None:
+            id, key, received_at = held
+            if key == values[3] and received_at >= cutoff:
+                conn.execute(DUPLICATE, (values[0], id))
+                return id, True
+            conn.execute("UPDATE inbox SET dedupe = NULL WHERE id = ?", (id,))
+        return conn.execute(insert, values).fetchone()[0], False
 
     def _fill_outbox(self, conn: sqlite3.Connection, id: int) -> None:
         conn.executemany(OUTBOX_ADD, [(sink, id) for sink in self.outbox])

@@ -58,6 +58,7 @@ __all__ = [
     "apply_all",
     "commands",
     "count_commands",
+    "count_records",
     "devices",
     "expect",
     "expect_shadow",
@@ -118,3 +119,15 @@ def reset(db: Database) -> None:
     """Run `RESET`: delete every row derived from notifications, ready for a replay."""
     for sql in RESET:
         db.execute(sql, ())
+
+
+_RECORDS: Final = ("devices", "commands", "shadows", "upgrades")
+
+
+def count_records(db: Database) -> dict[str, int]:
+    """How many devices, commands, shadows (device services) and upgrades the trackers hold."""
+    counts = {}
+    for table in _RECORDS:
+        (n,) = db.execute(f"SELECT count(*) FROM {table}", ()).fetchone()  # noqa: S608 - fixed names
+        counts[table] = int(n)
+    return counts
