@@ -19,6 +19,7 @@ import msgspec
 from ._deadlines import Deadlines
 from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING, JSONLimits
 from .access import Denial, IPAllowlist, PathToken, SignatureVerifier
+from .events import Events, Received, RefusalReason, Refused
 from .exceptions import InboxUnavailable, NotificationError
 from .idempotency import key_and_slot
 from .inbox import Inbox, Incoming, Rejection
@@ -54,6 +55,10 @@ _OK_BODY: Final = {"type": "http.response.body", "body": b"ok"}
 _JSON_TYPES: Final = (b"application/json", b"text/json")
 # The connection is closed too: a sender told to come back later should not hold it meanwhile.
 _BUSY_HEADERS: Final = ((b"retry-after", b"1"), (b"connection", b"close"))
+_REFUSALS: Final[dict[int, RefusalReason]] = {
+    400: "invalid", 403: "forbidden", 404: "forbidden", 408: "timeout", 413: "too_large",
+    415: "unsupported_media_type", 503: "unavailable",
+}  # fmt: skip
 
 
 class _Refused(Exception):
@@ -124,6 +129,8 @@ class App:
         api_tokens: Bearer tokens the query API accepts; with any, ``/api/`` requires one.
         api_needs_token: Refuse ``/api/`` while no token is configured (a server listening on
             a public address must not show device data to anyone who asks).
+        console: The web console, served under ``/ui/`` (it checks access itself).
+        events: Where the app emits `Received` and `Refused` (a new `Events` by default).
         clock: Returns the time in Unix seconds (injected by tests).
         path_token: Serve the receive paths under ``/<token>``; other first segments get 404.
         allowlist: Accept pushes only from the clients it allows (403 otherwise).
@@ -150,6 +157,8 @@ class App:
         api: ASGIApp | None = None,
         api_tokens: Iterable[str] = (),
         api_needs_token: bool = False,
+        console: ASGIApp | None = None,
+        events: Events | None = None,
         clock: Callable[[], float] = time.time,
         path_token: PathToken | None = None,
         allowlist: IPAllowlist | None = None,
@@ -170,6 +179,8 @@ class App:
         self.api = api
         self.api_tokens = [token.encode() for token in api_tokens]
         self.api_needs_token = api_needs_token
+        self.console = console
+        self.events = Events() if events is None else events
         self.clock = clock
         self.path_token = path_token
         self.allowlist = allowlist
@@ -228,6 +239,9 @@ class App:
             if self.api is not None and path.startswith("/api/"):
                 if await self._authorized(scope, send):
                     await self.api(scope, receive, send)
+                return
+            if self.console is not None and (path == "/ui" or path.startswith("/ui/")):
+                await self.console(scope, receive, send)
                 return
             if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 await _respond(send, 200, {"status": "ok"})
@@ -328,6 +342,10 @@ class App:
             await self._refuse(send, scope, path, body, received_at, failure)
             return
         self.counters["duplicate" if accepted.duplicate else "accepted"] += 1
+        if self.events.wants(Received):
+            self.events.emit(
+                Received(accepted.id, item.type, item.device, accepted.duplicate, received_at)
+            )
         await send(_OK_START)
         await send(_OK_BODY)
 
@@ -477,6 +495,9 @@ class App:
         refused: _Refused,
     ) -> None:
         self.counters[refused.counter] += 1
+        if self.events.wants(Refused):
+            reason = _REFUSALS.get(refused.status, "invalid")
+            self.events.emit(Refused(reason, refused.status, refused.reason, refused.field, path))
         log.warning(
             "refused a push to %s: %s %s (%s)", path, refused.status, refused.reason, refused.field
         )

@@ -26,6 +26,7 @@ from .access import DEFAULT_TOLERANCE, IPAllowlist, PathToken, SignatureVerifier
 from .api import QueryAPI
 from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, DEFAULT_QUARANTINE_MAX_BODY, App
 from .dispatch import Dispatcher
+from .events import Events
 from .exceptions import ConfigError, ReceiverLoadError
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, open_inbox
 from .models import Notification
@@ -66,6 +67,10 @@ class Config:
     ssl_ca_certs: str | None = None
     ssl_cert_reqs: Literal["none", "optional", "required"] = "none"
     api_tokens: tuple[str, ...] = ()
+    console: bool = True
+    """Serve the web console at ``/ui/``."""
+    console_tokens: tuple[str, ...] = ()
+    """Tokens that log in to the console (default: the API tokens)."""
     path_token: str | None = None
     allow_ips: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
@@ -111,6 +116,8 @@ class Config:
             raise ConfigError("--ssl-ca-certs needs --ssl-certfile (client certificates need TLS)")
         if any(len(token) < 16 for token in self.api_tokens):
             raise ConfigError("--api-token: a token must have at least 16 characters")
+        if any(len(token) < 16 for token in self.console_tokens):
+            raise ConfigError("--console-token: a token must have at least 16 characters")
         if self.trusted_proxies and not self.allow_ips:
             raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
         if not self.signature_tolerance > 0:
@@ -253,6 +260,13 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         lease=config.lease,
     )
     tracking = Tracking(inbox)
+    events = Events()
+    console = None
+    if config.console:
+        from .console import Console
+
+        tokens = config.console_tokens or config.api_tokens
+        console = Console(inbox, tracking, events, tokens=tokens)
     watchdog: list[asyncio.Task[None]] = []
 
     async def start_watchdog() -> None:
@@ -273,6 +287,8 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         api_tokens=config.api_tokens,
         api_needs_token=not config.loopback,
         api=QueryAPI(tracking),
+        console=console,
+        events=events,
         max_depth=config.max_depth,
         max_members=config.max_members,
         max_string=config.max_string,
@@ -281,7 +297,10 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         quarantine_max_body=config.quarantine_max_body,
         **_access_controls(config),
     )
-    app.state.update(dispatcher=dispatcher, tracking=tracking, publishers=publishers)
+    app.state.update(
+        dispatcher=dispatcher, tracking=tracking, publishers=publishers, events=events,
+        console=console,
+    )  # fmt: skip
     return app
 
 

@@ -131,6 +131,17 @@ SETTINGS: list[click.Parameter] = [
         secret=True,
         help="Bearer token for the query API (repeatable); required off loopback.",
     ),
+    _setting("security", "--console/--no-console", help="Serve the web console at /ui/."),
+    _setting(
+        "security",
+        "--console-token",
+        "console_tokens",
+        type=_Token(),
+        multiple=True,
+        secret=True,
+        help="Token to log in to the console with (repeatable) [default: the --api-token ones];"
+        " without any, the console answers loopback clients only.",
+    ),
     _setting(
         "security",
         "--path-token",
