@@ -80,6 +80,13 @@ def test_console_without_token_refuses_other_clients() -> None:
     assert "set-cookie" not in page.headers
 
 
+def test_console_without_token_refuses_loopback_clients_behind_a_proxy() -> None:
+    async def calls(http: httpx.AsyncClient, _: Any) -> httpx.Response:
+        return await http.get("/ui/", headers={"x-forwarded-for": "198.51.100.4"})
+
+    assert talk(calls).status_code == 403
+
+
 def test_console_with_token_sends_loopback_to_the_login_page_too() -> None:
     async def calls(http: httpx.AsyncClient, _: Any) -> httpx.Response:
         return await http.get("/ui/devices?status=ONLINE")

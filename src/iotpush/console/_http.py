@@ -27,6 +27,7 @@ Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MAX_FORM: Final = 16 * 1024
 """The largest form body read; the console's forms hold a few short fields."""
 
+_PROXY_HEADERS: Final = frozenset((b"x-forwarded-for", b"forwarded", b"x-real-ip"))
 _SECURITY_HEADERS: Final = (
     # Inline scripts and styles are refused: the console's own come from /ui/static/.
     (b"content-security-policy",
@@ -85,9 +86,10 @@ class Request:
 
     @property
     def loopback(self) -> bool:
-        """Whether the peer is a loopback address."""
+        """Whether the client is on this machine: a loopback peer, and no proxy in between (a
+        proxy on this machine is a loopback peer for every client it forwards)."""
         client = self.scope.get("client")
-        if not client:
+        if not client or any(name in _PROXY_HEADERS for name, _ in self.scope.get("headers", ())):
             return False
         try:
             address = ipaddress.ip_address(str(client[0]))
