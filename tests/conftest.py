@@ -18,7 +18,9 @@ import pytest
 import uvicorn
 
 import iotpush
-from iotpush import App, Config, Notification, Receiver, create_app
+from iotpush import App, Config, Inbox, Notification, Receiver, create_app
+from iotpush.inbox.memory import MemoryInbox
+from iotpush.inbox.sqlite import SQLiteInbox
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec" / "examples"
 EXAMPLES: dict[str, bytes] = {p.stem: p.read_bytes() for p in sorted(EXAMPLES_DIR.glob("*.json"))}
@@ -106,6 +108,14 @@ def serve(db: str) -> Callable[..., contextlib.AbstractContextManager[tuple[str,
             yield url, app
 
     return start
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def new_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Inbox]:
+    """Makes the inbox under test (open it inside the test's event loop)."""
+    if request.param == "memory":
+        return MemoryInbox
+    return lambda: SQLiteInbox(tmp_path / "inbox.db")
 
 
 def tracker_db(path: Path) -> sqlite3.Connection:

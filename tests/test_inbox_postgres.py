@@ -213,9 +213,12 @@ def test_claims_of_a_dead_process_return_when_their_lease_ends(postgres_store: s
             await crashed.open()
             ids = [(await crashed.append(incoming(clock, f"k{i}"))).id for i in range(3)]
             held = [e.id for e in await crashed.claim("crashed", 2, 30.0)]
+            assert await crashed.begin("crashed", held[0], 1)
             await crashed.close()  # as if killed: nothing given back
             during = [e.id for e in await survivor.claim("survivor", 10, 30.0)]
-            clock.advance(31.0)
+            # 31 s pass on the database's clock, which leases use.
+            sql = "UPDATE inbox SET lease_until = lease_until - 31 WHERE lease_until IS NOT NULL"
+            await survivor.transact(lambda db: db.execute(sql))
             after = await survivor.claim("survivor", 10, 30.0)
             return ids, held, during, after
 
@@ -223,7 +226,7 @@ def test_claims_of_a_dead_process_return_when_their_lease_ends(postgres_store: s
     assert held == ids[:2]
     assert during == [], "the later entry overtook the dead process's claims"
     assert [e.id for e in after] == ids
-    assert [e.attempts for e in after] == [2, 2, 1]
+    assert [e.attempts for e in after] == [1, 0, 0]  # only the one a handler began is charged
     assert {e.owner for e in after} == {"survivor"}
 
 
@@ -361,3 +364,20 @@ def test_env_required_services_make_an_unreachable_server_fail(tmp_path: Path) -
     assert "1 skipped" in outcomes["0"]
     assert "1 failed" in outcomes["1"]
     assert "start it or set IOTPUSH_TEST_POSTGRES=" in outcomes["1"]
+
+
+def test_claims_are_not_taken_by_a_process_whose_clock_is_ahead(postgres_store: str) -> None:
+    clock, ahead = FakeClock(), FakeClock()
+    ahead.advance(3600)  # an hour ahead: every lease looks ended to its clock
+
+    async def scenario() -> list[Entry]:
+        async with (
+            PostgresInbox(postgres_store, clock=clock) as live,
+            PostgresInbox(postgres_store, clock=ahead) as hasty,
+        ):
+            ids = [(await live.append(incoming(clock, f"k{i}"))).id for i in range(2)]
+            assert [e.id for e in await live.claim("live", 10, 30.0)] == ids
+            return await hasty.claim("hasty", 10, 30.0)
+
+    taken = run(scenario())
+    assert taken == [], "a process whose clock is ahead took live claims of another"

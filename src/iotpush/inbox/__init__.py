@@ -2,12 +2,14 @@
 
 An entry's life::
 
-    append ──> pending ──claim──> claimed ──ack──> done
+    append ──> pending ──claim──> claimed ──begin──> attempt ──ack──> done
                   ^                  │  └──fail (retry later, stays claimed)──┐
                   │                  └──dead──> dead                          │
                   └──── lease expired / release / replay (from done or dead) ─┘
 
 Backends implement `Inbox`; all pass the same contract suite (``tests/test_inbox_contract.py``).
+An attempt counts when `Inbox.begin` records it, just before a handler starts: claiming and
+giving back cost no attempt, so an entry that never reached a handler is never charged.
 ``claim`` keeps per-device order: it never hands out an entry while an earlier entry of the same
 device is held by another owner or waits for a retry.
 
@@ -46,6 +48,7 @@ __all__ = [
     "State",
     "Tally",
     "decode_entry",
+    "log_takeover",
     "new_owner",
     "open_inbox",
 ]
@@ -118,6 +121,14 @@ def new_owner() -> str:
     import uuid
 
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def log_takeover(taken: dict[str | None, int]) -> None:
+    """Log the claims a claim took over from owners whose lease ended (entries by owner)."""
+    for owner, count in taken.items():
+        logging.getLogger("iotpush.inbox").warning(
+            "took over %d entries claimed by %s: its lease ended without renewal", count, owner
+        )
 
 
 def decode_entry(entry: Entry) -> Notification:
@@ -293,8 +304,15 @@ class Inbox(abc.ABC):
     async def claim(self, owner: str, limit: int, lease: float) -> list[Entry]:
         """Hand ``owner`` up to ``limit`` due entries in id order, held for ``lease`` seconds.
 
-        Expired leases are released first. Per-device order holds across owners.
+        Expired leases of other owners are released first (a takeover, logged); ``owner``'s own
+        claims are never taken from it. Per-device order holds across owners. Claiming does not
+        count an attempt (see `begin`).
         """
+
+    @abc.abstractmethod
+    async def begin(self, owner: str, id: int, attempt: int) -> bool:
+        """Record that attempt number ``attempt`` of entry ``id`` starts now, durably, before any
+        handler runs; False (nothing recorded) when ``owner`` no longer holds the entry."""
 
     @abc.abstractmethod
     async def ack(self, ids: Sequence[int]) -> None:
@@ -313,12 +331,8 @@ class Inbox(abc.ABC):
         """Extend every claim ``owner`` holds by ``lease`` seconds from now; returns how many."""
 
     @abc.abstractmethod
-    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
-        """Give back every claim ``owner`` holds (on shutdown); returns how many.
-
-        Entries in ``untried`` were claimed but never handed to a handler: their claim does not
-        count as an attempt.
-        """
+    async def release(self, owner: str) -> int:
+        """Give back every claim ``owner`` holds (on shutdown); returns how many."""
 
     def attach(  # noqa: B027 - optional: a backend may ignore it
         self,
@@ -331,7 +345,7 @@ class Inbox(abc.ABC):
         """Let ``owner`` claim new entries as they are appended (``None`` detaches).
 
         While ``has_room()``, an appended entry whose device has no earlier entry waiting or
-        held by another owner is committed already claimed by ``owner`` (one attempt counted)
+        held by another owner is committed already claimed by ``owner`` (no attempt counted)
         and passed to ``on_claimed`` once committed, sparing a claim round trip. Backends may
         ignore this: their entries then wait for `claim`, with the same guarantees.
         """

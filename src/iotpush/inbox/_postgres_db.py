@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import ConfigError, InboxError, InboxUnavailable
+from . import log_takeover
 from ._groupcommit import BatchWriter, Op, nothing
 from ._postgres_sql import (
     CANDIDATES,
@@ -261,17 +263,19 @@ def read_error(target: Target, exc: BaseException) -> InboxError:
     return InboxError(message)
 
 
-def claim_rows(conn: Any, owner: str, limit: int, now: float, until: float) -> list[Any]:
-    """Claim up to ``limit`` due entries for ``owner`` until ``until``, in one transaction.
+def claim_rows(conn: Any, owner: str, limit: int, now: float, lease: float) -> list[Any]:
+    """Claim up to ``limit`` entries due at ``now`` for ``owner``, for ``lease`` seconds of the
+    database's clock, in one transaction; log the claims of others it took over.
 
     Returns the claimed rows (`COLUMNS`) in id order. See `iotpush.inbox.postgres` for why the
     order of each device's entries holds across processes.
     """
     params: dict[str, Any] = {"owner": owner, "now": now, "limit": limit}
     with conn.transaction():
-        conn.execute(RELEASE_EXPIRED, (now,))
+        taken = Counter(row[0] for row in conn.execute(RELEASE_EXPIRED, (owner,)))
         seen = conn.execute(CANDIDATES, params).fetchall()
         if not seen:
+            log_takeover(dict(taken))
             return []
         devices = sorted({device for _, device in seen if device is not None})
         held = [row[0] for row in conn.execute(LOCK_DEVICES, (devices,))] if devices else []
@@ -292,6 +296,8 @@ def claim_rows(conn: Any, owner: str, limit: int, now: float, until: float) -> l
             elif device is not None:
                 stopped.add(device)
         if not chosen:
+            log_takeover(dict(taken))
             return []
-        claimed: list[Any] = conn.execute(CLAIM_IDS, (owner, until, chosen)).fetchall()
+        claimed: list[Any] = conn.execute(CLAIM_IDS, (owner, lease, chosen)).fetchall()
+    log_takeover(dict(taken))
     return sorted(claimed, key=lambda row: row[0])

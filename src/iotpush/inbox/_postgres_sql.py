@@ -19,6 +19,7 @@ __all__ = [
     "CANDIDATES_LOCKED",
     "CLAIM_IDS",
     "COLUMNS",
+    "DB_NOW",
     "INBOX_SCHEMA",
     "INSERT",
     "LOCK_DEVICES",
@@ -115,13 +116,21 @@ WHERE sink = %(sink)s AND id IN (
 RETURNING id
 """
 
-# Claims of owners that stopped renewing go back. Rows another transaction holds are left for
-# the next claim rather than waited for: a claim never waits for a row lock.
-RELEASE_EXPIRED = """
+# Leases are compared on the database's clock: a host whose clock is ahead cannot take live
+# claims of another, and its own leases are set from the same clock.
+DB_NOW = "extract(epoch from now())"
+
+# Claims of other owners that stopped renewing go back (never the claimer's own). Rows another
+# transaction holds are left for the next claim rather than waited for: a claim never waits
+# for a row lock.
+RELEASE_EXPIRED = f"""
+WITH expired AS (
+    SELECT id, owner FROM inbox WHERE state = 'claimed' AND lease_until < {DB_NOW}
+        AND owner <> %s FOR UPDATE SKIP LOCKED)
 UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL
-WHERE id IN (SELECT id FROM inbox WHERE state = 'claimed' AND lease_until < %s
-             FOR UPDATE SKIP LOCKED)
-"""
+FROM expired WHERE inbox.id = expired.id
+RETURNING expired.owner
+"""  # noqa: S608 - a constant: only the clock expression is interpolated
 
 # The SQLite CLAIM's rule: an entry is claimable unless an earlier entry of its device is held
 # by another owner or waits for a retry. ``devices`` (when given) narrows it to the devices this
@@ -152,7 +161,7 @@ FOR UPDATE SKIP LOCKED
 """
 
 CLAIM_IDS = f"""
-UPDATE inbox SET state = 'claimed', owner = %s, lease_until = %s, attempts = attempts + 1
+UPDATE inbox SET state = 'claimed', owner = %s, lease_until = {DB_NOW} + %s
 WHERE id = ANY(%s) AND state = 'pending'
 RETURNING {COLUMNS}
 """  # noqa: S608 - a constant: only the column list is interpolated

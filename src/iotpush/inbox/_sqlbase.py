@@ -256,6 +256,12 @@ class SQLInbox(Inbox):
 
     # delivery --------------------------------------------------------------------------------
 
+    async def begin(self, owner: str, id: int, attempt: int) -> bool:
+        sql = self._q(
+            "UPDATE inbox SET attempts = ? WHERE id = ? AND state = 'claimed' AND owner = ?"
+        )
+        return await self._write(lambda conn: conn.execute(sql, (attempt, id, owner)).rowcount == 1)
+
     async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
         sql = self._q("UPDATE inbox SET last_error = ?, attempts = ?, due_at = ? WHERE id = ?")
         await self._write(lambda conn: conn.execute(sql, (error, attempts, retry_at, id)))

@@ -12,6 +12,7 @@ __all__ = [
     "BLOCKED",
     "CLAIM",
     "DUPLICATE",
+    "EXPIRE",
     "INSERT",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
@@ -100,11 +101,18 @@ SELECT 1 FROM inbox WHERE device = ? AND state IN ('pending', 'claimed')
     AND (state = 'pending' OR owner <> ?) LIMIT 1
 """
 
+# Claims of other owners whose lease ended go back (never the claimer's own: its clock may have
+# stepped past its own leases while it still holds them).
+EXPIRE = """
+UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL
+WHERE state = 'claimed' AND lease_until < :now AND owner <> :owner
+RETURNING owner
+"""
+
 # An entry is claimable unless an earlier entry of its device is held by another owner or is
 # waiting for a retry: that keeps per-device order across owners and across retries.
 CLAIM = f"""
-UPDATE inbox SET state = 'claimed', owner = :owner, lease_until = :lease,
-    attempts = attempts + 1
+UPDATE inbox SET state = 'claimed', owner = :owner, lease_until = :lease
 WHERE id IN (
     SELECT e.id FROM inbox AS e
     WHERE e.state = 'pending' AND e.due_at <= :now AND NOT EXISTS (

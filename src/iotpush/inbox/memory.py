@@ -10,7 +10,18 @@ from typing import TypeVar
 
 from .. import trackers
 from ..exceptions import EntryNotFound
-from . import Accepted, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, Tally, _migrations
+from . import (
+    Accepted,
+    Entry,
+    Inbox,
+    InboxStats,
+    Incoming,
+    Rejection,
+    Selection,
+    Tally,
+    _migrations,
+    log_takeover,
+)
 
 __all__ = ["MemoryInbox"]
 
@@ -119,9 +130,12 @@ class MemoryInbox(Inbox):
     async def claim(self, owner: str, limit: int, lease: float) -> list[Entry]:
         now = self.clock()
         self._work.clear()
+        taken: dict[str | None, int] = {}
         for entry in self._entries.values():
-            if entry.state == "claimed" and (entry.lease_until or 0) < now:
+            if entry.state == "claimed" and entry.owner != owner and (entry.lease_until or 0) < now:
+                taken[entry.owner] = taken.get(entry.owner, 0) + 1
                 entry.state, entry.owner, entry.lease_until = "pending", None, None
+        log_takeover(taken)
         claimed: list[Entry] = []
         for entry in self._entries.values():
             if len(claimed) >= limit:
@@ -129,9 +143,15 @@ class MemoryInbox(Inbox):
             if entry.state != "pending" or entry.due_at > now or self._blocked(entry, owner, now):
                 continue
             entry.state, entry.owner, entry.lease_until = "claimed", owner, now + lease
-            entry.attempts += 1
             claimed.append(_copy(entry))
         return claimed
+
+    async def begin(self, owner: str, id: int, attempt: int) -> bool:
+        entry = self._entries.get(id)
+        if entry is None or entry.state != "claimed" or entry.owner != owner:
+            return False
+        entry.attempts = attempt
+        return True
 
     async def ack(self, ids: Sequence[int]) -> None:
         now = self.clock()
@@ -158,13 +178,10 @@ class MemoryInbox(Inbox):
             entry.lease_until = self.clock() + lease
         return len(held)
 
-    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
+    async def release(self, owner: str) -> int:
         held = [e for e in self._entries.values() if e.state == "claimed" and e.owner == owner]
-        not_started = set(untried)
         for entry in held:
             entry.state, entry.owner, entry.lease_until = "pending", None, None
-            if entry.id in not_started:
-                entry.attempts = max(entry.attempts - 1, 0)
         if held:
             self._work.set()
         return len(held)

@@ -33,6 +33,7 @@ from . import Accepted, Entry, Incoming, Selection
 from ._postgres_db import Db, GroupCommit, Target, claim_rows, driver, parse_url, read_error
 from ._postgres_sql import (
     COLUMNS,
+    DB_NOW,
     INSERT,
     OUTBOX_ADD,
     OUTBOX_TAKE,
@@ -257,7 +258,7 @@ class PostgresInbox(SQLInbox):
         if self._work is not None:
             self._work.clear()
         now = self.clock()
-        rows = await self._read(lambda conn: claim_rows(conn, owner, limit, now, now + lease))
+        rows = await self._read(lambda conn: claim_rows(conn, owner, limit, now, lease))
         return [entry(row) for row in rows]
 
     async def ack(self, ids: Sequence[int]) -> None:
@@ -267,14 +268,12 @@ class PostgresInbox(SQLInbox):
         )
         await self._write(lambda conn: conn.execute(sql, (self.clock(), list(ids))))
 
-    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
+    async def renew(self, owner: str, lease: float) -> int:
+        sql = f"UPDATE inbox SET lease_until = {DB_NOW} + %s WHERE state = 'claimed' AND owner = %s"  # noqa: S608 - a constant
+        return await self._write(lambda conn: int(conn.execute(sql, (lease, owner)).rowcount))
+
+    async def release(self, owner: str) -> int:
         def release(conn: Any) -> int:
-            if untried:
-                conn.execute(
-                    "UPDATE inbox SET attempts = GREATEST(attempts - 1, 0)"
-                    " WHERE id = ANY(%s) AND state = 'claimed' AND owner = %s",
-                    (list(untried), owner),
-                )
             return int(
                 conn.execute(
                     "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"

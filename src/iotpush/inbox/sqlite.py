@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,14 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from ..exceptions import ConfigError, InboxError, InboxUnavailable
-from . import Accepted, Entry, Incoming, Selection, _migrations
+from . import Accepted, Entry, Incoming, Selection, _migrations, log_takeover
 from ._groupcommit import GroupCommit
 from ._sqlbase import COLUMNS, SQLInbox, digest, entry
 from ._sqlite_sql import (
     BLOCKED,
     CLAIM,
     DUPLICATE,
+    EXPIRE,
     INSERT,
     OUTBOX_ADD,
     OUTBOX_TAKE,
@@ -145,10 +147,14 @@ class SQLiteInbox(SQLInbox):
             conn.execute("PRAGMA journal_mode = WAL")
             _migrations.migrate_sqlite(conn, str(self.path))
             if self.exclusive:  # no other server can hold claims: the last one died or stopped
-                conn.execute(
+                left = conn.execute(
                     "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
-                    " WHERE state = 'claimed'"
-                )
+                    " WHERE state = 'claimed' RETURNING owner"
+                ).fetchall()
+                for owner, count in Counter(owner for (owner,) in left).items():
+                    log.warning(
+                        "gave back %d entries claimed by %s, a server that stopped", count, owner
+                    )
                 conn.execute("UPDATE outbox SET owner = NULL, lease_until = NULL")
             conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks in a thread
         except BaseException as exc:
@@ -238,14 +244,14 @@ class SQLiteInbox(SQLInbox):
                     or not conn.execute(BLOCKED, (item.device, hot.owner)).fetchone()
                 )
             ):
-                row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 1, cutoff)
+                row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 0, cutoff)
             id, duplicate = self._keep(conn, INSERT, row, item, dedupe)
             if row is pending:
                 # Only an entry left pending is work for `claim`; one handed over is not.
                 self._pending_added = self._pending_added or not duplicate
             elif not duplicate:
                 claimed = Entry(id, item.received_at, item.type, item.device, item.key,
-                                item.path, item.body, item.headers, "claimed", 1,
+                                item.path, item.body, item.headers, "claimed", 0,
                                 item.received_at, row[10], row[11],
                                 notification=item.notification)  # fmt: skip
                 self._handed.append(claimed)
@@ -311,11 +317,8 @@ class SQLiteInbox(SQLInbox):
     async def claim(self, owner: str, limit: int, lease: float) -> list[Entry]:
         def claim(conn: sqlite3.Connection) -> list[Entry]:
             now = self.clock()
-            conn.execute(
-                "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
-                " WHERE state = 'claimed' AND lease_until < ?",
-                (now,),
-            )
+            taken = Counter(row[0] for row in conn.execute(EXPIRE, {"now": now, "owner": owner}))
+            log_takeover(dict(taken))
             params = {"owner": owner, "lease": now + lease, "now": now, "limit": limit}
             rows = conn.execute(CLAIM, params).fetchall()
             return sorted(map(entry, rows), key=lambda e: e.id)
@@ -335,13 +338,8 @@ class SQLiteInbox(SQLInbox):
 
         await self._write(ack)
 
-    async def release(self, owner: str, *, untried: Sequence[int] = ()) -> int:
+    async def release(self, owner: str) -> int:
         def release(conn: sqlite3.Connection) -> int:
-            conn.executemany(
-                "UPDATE inbox SET attempts = max(attempts - 1, 0)"
-                " WHERE id = ? AND state = 'claimed' AND owner = ?",
-                [(id, owner) for id in untried],
-            )
             return conn.execute(
                 "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
                 " WHERE state = 'claimed' AND owner = ?",
