@@ -149,10 +149,11 @@ CANDIDATES_LOCKED = _RULE.format(narrow="AND (e.device IS NULL OR e.device = ANY
 
 # One lock per device, held until the claim commits: two processes never look at one device's
 # entries at the same time, and each sees what the other claimed. A device another claim holds
-# is skipped, as SKIP LOCKED skips rows.
+# is skipped, as SKIP LOCKED skips rows. Advisory locks belong to the whole database: the key
+# names the schema too, so stores in other schemas never hold each other's devices back.
 LOCK_DEVICES = """
 SELECT d FROM unnest(%s::text[]) AS d
-WHERE pg_try_advisory_xact_lock(hashtextextended(d, 7283))
+WHERE pg_try_advisory_xact_lock(hashtextextended(current_schema() || '/' || d, 7283))
 """
 
 LOCK_ROWS = """
