@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from pathlib import Path
 
 from iotpush import testing
 from tests._faults import FAULT_RECEIVER, calls
-from tests._servers import free_port, post_all, push, pushes, rows, serve
+from tests._servers import ROOT, free_port, post_all, push, pushes, rows, serve
 from tests.conftest import wait_until
 
 
@@ -57,3 +58,58 @@ def test_dispatcher_crash_loop_charges_only_entries_whose_handler_began(tmp_path
     assert (poison.key, 3, "gave up: the process stopped during attempt 3") in dead
     dead_keys = {key for key, _, _ in dead}
     assert acked - ended - dead_keys == set(), "acknowledged entries neither delivered nor dead"
+
+
+CLOCK = """
+import os, time
+
+_offset_file = os.environ["IOTPUSH_TEST_CLOCK"]
+_real = time.time
+
+
+def _time() -> float:  # the wall clock, stepped by the seconds the file holds
+    try:
+        with open(_offset_file) as f:
+            return _real() + float(f.read() or 0)
+    except (OSError, ValueError):
+        return _real()
+
+
+time.time = _time
+"""
+
+
+def test_dispatcher_clock_step_past_the_lease_delivers_held_entries_once(tmp_path: Path) -> None:
+    # The server's wall clock is injected (a sitecustomize module, loaded before iotpush):
+    # it jumps forward past the lease while a slow device's entries are held.
+    site, offset, ledger = tmp_path / "site", tmp_path / "offset", tmp_path / "ledger"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CLOCK)
+    offset.write_text("0")
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+        "IOTPUSH_TEST_CLOCK": str(offset),
+        "LEDGER": str(ledger),
+        "HANDLER_DELAY": "0.3",
+    }
+    held = pushes(10, devices=1)
+    later = pushes(12, devices=1)[10:]
+    db = tmp_path / "inbox.db"
+    with serve(
+        tmp_path, free_port(), FAULT_RECEIVER, "--lease", "10", store=f"sqlite:///{db}", env=env,
+        name="server", log_level="info",
+    ) as server:  # fmt: skip
+        ok, _ = asyncio.run(post_all(server.url, held, connections=1))
+        assert len(ok) == len(held)
+        wait_until(lambda: len(calls(ledger)) >= 2, 30, "the first deliveries")
+        offset.write_text("3600")  # an hour forward: every lease looks long ended
+        wait_until(lambda: settled(db), 60, "the held entries to be delivered")
+        ok, _ = asyncio.run(post_all(server.url, later, connections=1))
+        assert len(ok) == len(later)
+        wait_until(lambda: settled(db), 30, "pushes after the step to be delivered")
+        output = server.output()
+    made = calls(ledger)
+    assert sorted(Counter(call.key for call in made).values()) == [1] * 12, "a second delivery"
+    assert {call.key for call in made if call.end is not None} == {p.key for p in held + later}
+    assert "Traceback" not in output
+    assert "took over" not in output  # this process's own claims are never taken over
