@@ -59,6 +59,8 @@ class Config:
     lease: float = 60.0
     """Seconds a claim lasts unrenewed: another server takes over a dead one's work after it."""
     busy_timeout: float = 5.0
+    db_timeout: float = 5.0
+    """Seconds a PostgreSQL operation may take before the push is answered 503."""
     watch_interval: float = 5.0
     sinks: tuple[str, ...] = ()
     """Where every kept notification is also published (``nats://HOST:PORT?stream=...``)."""
@@ -233,6 +235,8 @@ def open_store(config: Config, *, exclusive: bool = False, outbox: Sequence[str]
         options.update(quarantine_max_rows=config.quarantine_max_rows)
         if not config.store.startswith("memory:"):  # SQLite and PostgreSQL
             options.update(max_pending=config.max_pending_writes)
+        if config.store.startswith(("postgresql:", "postgres:")):  # bound every wait
+            options.update(db_timeout=config.db_timeout)
     return open_inbox(config.store, **options)
 
 

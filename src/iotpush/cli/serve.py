@@ -95,6 +95,12 @@ SETTINGS: list[click.Parameter] = [
         help="SQLite durability: FULL survives power loss, NORMAL a crash.",
     ),
     _setting("store", "--dedupe-window", type=DURATION, help="How long duplicates are recognised."),
+    _setting(
+        "store",
+        "--db-timeout",
+        type=DURATION,
+        help="Longest wait for PostgreSQL on the receive path; then 503 with Retry-After.",
+    ),
     # delivery
     _setting(
         "delivery", "--concurrency", type=AT_LEAST_ONE, help="Deliveries to handlers at once."

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,9 +72,15 @@ class Target:
     shown: str
     """The URL without its password, for messages."""
 
-    def settings(self, lock_timeout: float | None = None, role: str = "") -> dict[str, Any]:
+    def settings(
+        self, lock_timeout: float | None = None, role: str = "", timeout: float | None = None
+    ) -> dict[str, Any]:
         """Connection keywords: autocommit, the schema, how long to wait for a lock, and the
-        ``application_name`` (``iotpush ROLE SCHEMA``: operators see who is who)."""
+        ``application_name`` (``iotpush ROLE SCHEMA``: operators see who is who).
+
+        With ``timeout``, every statement, the connection and a silent network are bounded by
+        it: ``statement_timeout``, ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``.
+        """
         server = [] if self.schema is None else [f"-c search_path={self.schema}"]
         if lock_timeout is not None:
             server.append(f"-c lock_timeout={max(1, int(lock_timeout * 1000))}")
@@ -82,19 +90,32 @@ class Target:
             "connect_timeout": 5,
             "application_name": name,
         }
+        if timeout is not None:
+            server.append(f"-c statement_timeout={max(1, int(timeout * 1000))}")
+            seconds = max(1, int(timeout))
+            settings.update(
+                connect_timeout=max(2, seconds),  # libpq's least
+                keepalives=1,
+                keepalives_idle=seconds,
+                keepalives_interval=1,
+                keepalives_count=3,
+                tcp_user_timeout=max(1, int(timeout * 1000)),
+            )
         if server:
             settings["options"] = " ".join(server)
         return settings
 
-    def connect(self, lock_timeout: float | None = None, role: str = "") -> Any:
-        """A new psycopg connection (autocommit) using ``schema``.
+    def connect(
+        self, lock_timeout: float | None = None, role: str = "", timeout: float | None = None
+    ) -> Any:
+        """A new psycopg connection (autocommit) using ``schema`` (see `settings`).
 
         Raises:
             InboxUnavailable: The server does not answer or refuses the connection.
         """
         psycopg = driver()
         try:
-            return psycopg.connect(self.conninfo, **self.settings(lock_timeout, role))
+            return psycopg.connect(self.conninfo, **self.settings(lock_timeout, role, timeout))
         except psycopg.Error as exc:
             raise InboxUnavailable(f"cannot connect to {self.shown}: {_first_line(exc)}") from exc
 
@@ -159,6 +180,9 @@ class GroupCommit(BatchWriter):
         before_commit: Called with the connection after the batch's writes, before COMMIT.
         after_commit: Called on the event loop once the batch committed and its callers'
             futures are resolved, with whether one of them asked to wake the work waiters.
+        timeout: Seconds a transaction may take (None: no bound). Past it, the connection is
+            cut (a frozen server cannot answer a cancel request either), the batch's callers
+            get `InboxUnavailable`, and the next batch connects afresh.
     """
 
     def __init__(
@@ -167,6 +191,7 @@ class GroupCommit(BatchWriter):
         *,
         max_batch: int,
         lock_timeout: float,
+        timeout: float | None = None,
         max_pending: int | None = None,
         on_begin: Callable[[], None] = nothing,
         before_commit: Callable[[Any], None] = nothing,
@@ -182,7 +207,10 @@ class GroupCommit(BatchWriter):
         )
         self.target = target
         self.lock_timeout = lock_timeout
+        self.timeout = timeout
         self.conn: Any = None
+        self._cut = False  # the connection was cut: connect afresh before the next batch
+        self._late = False  # the last transaction passed the bound (logged once)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="iotpush-postgres-writer")
 
     async def start(self) -> None:
@@ -199,17 +227,44 @@ class GroupCommit(BatchWriter):
 
     async def _commit(self, batch: list[Op]) -> None:
         loop = asyncio.get_running_loop()
+        running = loop.run_in_executor(self._thread, self._run, batch)
         try:
-            results = await loop.run_in_executor(self._thread, self._run, batch)
+            try:
+                results = await asyncio.wait_for(asyncio.shield(running), self.timeout)
+            except TimeoutError:
+                self._cut_connection()
+                results = await running  # it fails at once on the cut connection
         except Exception as exc:  # noqa: BLE001 - every waiting caller is told
             error = (
                 exc
                 if isinstance(exc, InboxUnavailable)
                 else InboxUnavailable(f"cannot write {self.target.shown}: {exc!r}")
             )
+            if self._cut:
+                error = InboxUnavailable(
+                    f"cannot write {self.target.shown}: no answer within {self.timeout} s"
+                )
+                if not self._late:
+                    log.error("%s; answering 503 until it answers again", error)
+                self._late = True
             self._fail(batch, error)
             return
+        if self._late:
+            log.warning("%s answers again", self.target.shown)
+            self._late = False
         self._settle(batch, results)
+
+    def _cut_connection(self) -> None:
+        """Shut the writer's socket down: its thread, blocked on a server that does not answer,
+        gets an error at once instead of waiting for it."""
+        conn = self.conn
+        self._cut = True
+        if conn is None or conn.closed:
+            return  # still connecting: `connect_timeout` bounds that
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            with sock:
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self, batch: list[Op]) -> list[Any]:
         # In the writer thread. A lost deadlock is run again; any other database error fails
@@ -217,6 +272,9 @@ class GroupCommit(BatchWriter):
         psycopg = driver()
         for attempt in range(1, _RETRIES + 1):
             try:
+                if self._cut:
+                    self._disconnect()
+                    self._cut = False
                 if self.conn is None or self.conn.closed:
                     self.conn = self._connect()
                 return self._transaction(self.conn, batch)
@@ -245,7 +303,7 @@ class GroupCommit(BatchWriter):
         return results
 
     def _connect(self) -> Any:
-        return self.target.connect(self.lock_timeout, "writer")
+        return self.target.connect(self.lock_timeout, "writer", self.timeout)
 
     def _disconnect(self) -> None:
         if self.conn is not None:

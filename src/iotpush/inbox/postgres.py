@@ -67,6 +67,8 @@ class PostgresInbox(SQLInbox):
         pool_size: Connections for reads and claims.
         max_pending: The most receive-path writes (`append`, `quarantine`) queued for the next
             transaction; beyond, they fail at once with `InboxUnavailable` (None: no bound).
+        db_timeout: Seconds a write transaction, a statement or a silent connection may take
+            before the write fails with `InboxUnavailable` (answer 503); None: no bound.
         **options: `Inbox` options (``dedupe_window``, ``clock``). SQLite's options
             (``synchronous``, ``exclusive``) are accepted and mean nothing here.
     """
@@ -79,6 +81,7 @@ class PostgresInbox(SQLInbox):
         max_batch: int = 1024,
         pool_size: int = 4,
         max_pending: int | None = None,
+        db_timeout: float | None = None,
         synchronous: str | None = None,
         exclusive: bool = False,
         **options: Any,
@@ -91,6 +94,7 @@ class PostgresInbox(SQLInbox):
         self.max_batch = max_batch
         self.pool_size = pool_size
         self.max_pending = max_pending
+        self.db_timeout = db_timeout
         self._outbox_filled = False  # the transaction added outbox rows
         self._pool: Any = None
 
@@ -121,6 +125,7 @@ class PostgresInbox(SQLInbox):
             self.target,
             max_batch=self.max_batch,
             lock_timeout=self.busy_timeout,
+            timeout=self.db_timeout,
             max_pending=self.max_pending,
             on_begin=self._begin,
             before_commit=self._before_commit,
@@ -138,7 +143,7 @@ class PostgresInbox(SQLInbox):
     def _open_pool(self) -> Any:
         from psycopg_pool import ConnectionPool, PoolTimeout
 
-        kwargs = self.target.settings(role="reader")
+        kwargs = self.target.settings(role="reader", timeout=self.db_timeout)
         pool = ConnectionPool(
             self.target.conninfo,
             kwargs=kwargs,
