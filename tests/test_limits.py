@@ -320,14 +320,25 @@ def test_server_beyond_max_pending_writes_answers_503_and_keeps_the_queue_bounde
     assert isinstance(inbox, SQLiteInbox)
     longest: list[int] = []
     with running(app) as url, ThreadPoolExecutor(12) as pool:
+        writer = inbox._writer
+        assert writer is not None
+        # Count the pushes that reached the writer: each one is then either queued or refused
+        # (at once), whatever the load, and not still on its way to one or the other.
+        reached = [0]
+        write = writer.write
+
+        async def counted(fn: Any, *, wakes: bool = False, bounded: bool = False) -> Any:
+            reached[0] += bounded
+            return await write(fn, wakes=wakes, bounded=bounded)
+
+        writer.write = counted  # type: ignore[method-assign]
         with locked(db):
             futures: list[Future[httpx.Response]] = []
             for i in range(12):
                 futures.append(pool.submit(post(url), i))
-                wait_until(lambda n=i + 1: app.in_flight + sum(f.done() for f in futures) == n)
-                writer = inbox._writer
-                assert writer is not None
+                wait_until(lambda n=i + 1: reached[0] == n, what=f"push {i + 1} at the writer")
                 longest.append(len(writer._pending))
+            wait_until(lambda: sum(f.done() for f in futures) == writer.refused, what="503s")
             refused = [f.result() for f in futures if f.done()]
             held = sum(not f.done() for f in futures)
         answers = [f.result() for f in futures]
