@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,16 @@ def test_merge_scores_adds_counts_and_sums_timelines_at_every_moment() -> None:
     assert sorted(merged["delays"]) == [0.1, 0.2, 0.3]
     # At 3.0: a has 10, b is halfway from 0 to 4.
     assert merged["timeline"] == [[1.0, 0], [2.0, 5], [3.0, 12], [4.0, 14]]
+
+
+def test_faults_campaign_one_kill_on_sqlite_counts_and_loses_nothing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.faults", "--stores", "sqlite", "--kills", "1",
+         "--interval", "1", "--rate", "100"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.splitlines()[-1])
+    assert figures["store"] == "sqlite"
+    assert figures["acknowledged"] == figures["stored"] == figures["delivered"]
+    assert (figures["lost"], figures["dead"]) == (0, 0)
