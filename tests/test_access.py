@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from iotpush import App, Config, ConfigError, Entry, Rejection, Selection, create_app, open_inbox
-from iotpush.access import IPAllowlist, PathToken, SignatureVerifier, decode_secret, parse_network
+from iotpush.access import (
+    IPAllowlist,
+    PathToken,
+    SignatureVerifier,
+    decode_secret,
+    parse_network,
+    sign,
+)
 from iotpush.cli import main
 from iotpush.cli import serve as cli_module
 from iotpush.server import uvicorn_options
@@ -33,15 +38,25 @@ BODY = EXAMPLES["07-deviceDeleted"]
 JSON = {"content-type": "application/json"}
 
 
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """A Standard Webhooks ``v1`` signature, computed here from the scheme, not by iotpush."""
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1," + base64.b64encode(mac.digest()).decode()
-
-
 def signed(key: bytes, body: bytes = BODY, timestamp: int = NOW, msg_id: str = "msg_1") -> Any:
-    return [(b"webhook-id", msg_id.encode()), (b"webhook-timestamp", str(timestamp).encode()),
-            (b"webhook-signature", sign(key, msg_id, timestamp, body).encode())]  # fmt: skip
+    secret = "whsec_" + base64.b64encode(key).decode()
+    headers = sign(secret, body, msg_id=msg_id, timestamp=timestamp)
+    return [(name.encode(), value.encode()) for name, value in headers.items()]
+
+
+def test_sign_matches_the_standard_webhooks_reference_example() -> None:
+    # The example of the Standard Webhooks specification and its reference libraries.
+    headers = sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        b'{"test": 2432232314}',
+        msg_id="msg_p5jXN8AQM9LWM0D4loKWxJek",
+        timestamp=1614265330.9,
+    )
+    assert headers == {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
 
 
 # --- the path token ---------------------------------------------------------------------------

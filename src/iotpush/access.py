@@ -34,6 +34,7 @@ __all__ = [
     "SignatureVerifier",
     "decode_secret",
     "parse_network",
+    "sign",
 ]
 
 Headers: TypeAlias = Iterable[tuple[bytes, bytes]]
@@ -200,6 +201,28 @@ def decode_secret(secret: str) -> bytes:
     if len(key) < MIN_SECRET:
         raise ValueError(f"a signing secret must hold at least {MIN_SECRET} bytes")
     return key
+
+
+def sign(secret: str, body: bytes, *, msg_id: str, timestamp: float) -> dict[str, str]:
+    """The Standard Webhooks headers that sign ``body``, as `SignatureVerifier` checks them.
+
+    Args:
+        secret: ``whsec_<base64>`` or plain text (see `decode_secret`).
+        body: The exact bytes to be sent.
+        msg_id: The ``webhook-id``: unique per message.
+        timestamp: The ``webhook-timestamp`` (Unix time; whole seconds are sent).
+
+    Returns:
+        ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64>``).
+
+    Raises:
+        ValueError: A secret `decode_secret` refuses.
+    """
+    seconds = str(int(timestamp))
+    signed = b"%s.%s.%s" % (msg_id.encode(), seconds.encode(), body)
+    mac = hmac.digest(decode_secret(secret), signed, "sha256")
+    signature = "v1," + base64.b64encode(mac).decode()
+    return {"webhook-id": msg_id, "webhook-timestamp": seconds, "webhook-signature": signature}
 
 
 def _header_error(name: str, reason: str) -> Denial:

@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import math
 import random
+import ssl
 import time
 import types
-from collections import Counter
+import uuid
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -38,6 +38,8 @@ from typing import Any, Final, TypeAlias, TypeVar, Union, get_args, get_origin, 
 import httpx
 import msgspec
 
+from . import _load, access
+from ._load import SendReport
 from ._samples import Faker
 from .app import DEFAULT_PATH
 from .exceptions import NotificationError
@@ -62,6 +64,7 @@ __all__ = [
     "path_for",
     "post",
     "send",
+    "with_path_token",
 ]
 
 Message: TypeAlias = MutableMapping[str, Any]
@@ -389,31 +392,10 @@ def post(
 # --- load -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SendReport:
-    """What `send` did: counts by outcome, time taken, latencies in milliseconds."""
-
-    sent: int
-    ok: int
-    by_status: dict[int, int]
-    errors: int
-    elapsed: float
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    rate: float
-
-    def __str__(self) -> str:
-        return (
-            f"sent {self.sent}, 200 OK {self.ok}, errors {self.errors}, {self.elapsed:.2f} s, "
-            f"{self.rate:.1f}/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
-        )
-
-
-def _percentile(ordered: Sequence[float], percent: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
+def with_path_token(url: str, token: str) -> str:
+    """``url`` with ``token`` as its first path segment (a server's ``--path-token``)."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(path=f"/{token}{parsed.path}"))
 
 
 async def send(
@@ -425,6 +407,9 @@ async def send(
     concurrency: int = 1,
     timeout: float = 15.0,
     on_progress: Callable[[int], None] | None = None,
+    verify: ssl.SSLContext | bool = True,
+    path_token: str | None = None,
+    signing_secret: str | None = None,
 ) -> SendReport:
     """Post ``count`` notifications to ``url`` over keep-alive connections; report what happened.
 
@@ -440,64 +425,39 @@ async def send(
         concurrency: Requests in flight at once (and connections kept open).
         timeout: Seconds to wait for each answer; a request that times out counts as an error.
         on_progress: Called with the number of finished requests after each one.
+        verify: How to check an HTTPS server: an ``ssl.SSLContext`` holding its CA, True (the
+            system's CAs) or False (no check).
+        path_token: A server's secret path token, put in front of ``url``'s path.
+        signing_secret: Sign each push as Standard Webhooks does (`iotpush.access.sign`).
     """
     if count < 0 or concurrency < 1 or (rate is not None and rate <= 0):
         raise ValueError("count must be >= 0, concurrency >= 1 and rate > 0")
-    targets = (url, _target(url, True))
+    if path_token is not None:
+        url = with_path_token(url, path_token)
     if isinstance(bodies, bytes | Notification):
         bodies = [bodies]
     if callable(bodies):
-        make, prepared = bodies, []
+        build_body = bodies
+
+        def make(i: int) -> tuple[bytes, bool]:
+            return _prepare(build_body(i))
     else:
-        make, prepared = None, [_prepare(item) for item in bodies]
+        prepared = [_prepare(item) for item in bodies]
         if not prepared:
             raise ValueError("bodies is empty")
 
-    latencies: list[float] = []
-    by_status: Counter[int] = Counter()
-    errors = finished = claimed = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    start = time.perf_counter()
+        def make(i: int) -> tuple[bytes, bool]:
+            return prepared[i % len(prepared)]
 
-    async with httpx.AsyncClient(
-        timeout=timeout, limits=limits, headers={"content-type": CONTENT_TYPE}
-    ) as client:
+    sign = None
+    if signing_secret is not None:
+        key = signing_secret
 
-        async def worker() -> None:
-            nonlocal errors, finished, claimed
-            while claimed < count:
-                i, claimed = claimed, claimed + 1
-                if rate is not None:
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                body, command = _prepare(make(i)) if make else prepared[i % len(prepared)]
-                began = time.perf_counter()
-                try:
-                    answer = await client.post(targets[command], content=body)
-                except httpx.TransportError:
-                    errors += 1
-                else:
-                    latencies.append((time.perf_counter() - began) * 1000)
-                    by_status[answer.status_code] += 1
-                finished += 1
-                if on_progress is not None:
-                    on_progress(finished)
+        def sign(body: bytes) -> dict[str, str]:
+            return access.sign(key, body, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=time.time())
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, count)):
-                group.create_task(worker())
-
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    return SendReport(
-        sent=finished,
-        ok=by_status[200],
-        by_status=dict(by_status),
-        errors=errors,
-        elapsed=elapsed,
-        p50_ms=_percentile(latencies, 50),
-        p99_ms=_percentile(latencies, 99),
-        max_ms=latencies[-1] if latencies else 0.0,
-        rate=finished / elapsed if elapsed > 0 else 0.0,
-    )
+    return await _load.run(
+        (url, _target(url, True)), make, count=count, rate=rate, concurrency=concurrency,
+        timeout=timeout, headers={"content-type": CONTENT_TYPE}, on_progress=on_progress,
+        verify=verify, sign=sign,
+    )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,44 @@ from ._shared import TYPE_CHOICE
 @click.option(
     "--device", default=None, help="Device id to use (default: a new one per notification)."
 )
+@click.option(
+    "--cacert",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate (PEM) to verify an HTTPS server with.",
+)
+@click.option("--insecure", is_flag=True, help="Do not verify an HTTPS server's certificate.")
+@click.option("--path-token", default=None, help="The server's secret path token.")
+@click.option(
+    "--signing-secret", default=None, help="Sign each push as Standard Webhooks does (whsec_...)."
+)
 def send(
-    kind: str, url: str, count: int, rate: float | None, concurrency: int, device: str | None
-) -> None:
+    kind: str, url: str, count: int, rate: float | None, concurrency: int, device: str | None,
+    cacert: str | None, insecure: bool, path_token: str | None, signing_secret: str | None,
+) -> None:  # fmt: skip
     """Post notifications as the platform does. KIND: a notifyType, 'mix', or a JSON file.
 
     Each notification is new (fresh ids and times) unless a FILE is sent, which is posted as is.
+    Failed requests are described (the first few distinct ones): an answer with its status and
+    body, or the transport error with its cause.
     """
-    from .. import testing
+    from .. import access, testing
+
+    if signing_secret is not None:
+        try:
+            access.decode_secret(signing_secret)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--signing-secret") from None
+    verify: ssl.SSLContext | bool = not insecure
+    if cacert is not None:
+        if insecure:
+            raise click.UsageError("--cacert and --insecure contradict each other")
+        try:
+            verify = ssl.create_default_context(cafile=cacert)
+        except ssl.SSLError as exc:
+            raise click.BadParameter(
+                f"not a PEM CA certificate: {exc}", param_hint="--cacert"
+            ) from None
 
     if kind in NOTIFICATION_TYPES or kind == "mix":
         kinds = list(NOTIFICATION_TYPES) if kind == "mix" else [kind]
@@ -55,12 +86,19 @@ def send(
         bodies = [Path(kind).read_bytes()]
     else:
         raise click.BadParameter(f"{kind!r} is neither a notifyType nor a file", param_hint="KIND")
-    report = asyncio.run(testing.send(url, bodies, count=count, rate=rate, concurrency=concurrency))
+    report = asyncio.run(
+        testing.send(
+            url, bodies, count=count, rate=rate, concurrency=concurrency, verify=verify,
+            path_token=path_token, signing_secret=signing_secret,
+        )
+    )  # fmt: skip
     click.echo(str(report))
     if report.ok < report.sent or report.errors:
-        for status, n in sorted(report.by_status.items()):
-            if status != 200:
-                click.echo(f"  HTTP {status}: {n}", err=True)
+        for description, n in report.failures.items():
+            click.echo(f"  {n} x {description}", err=True)
+        shown = sum(report.failures.values())
+        if shown < report.sent - report.ok:
+            click.echo(f"  {report.sent - report.ok - shown} x other failures", err=True)
         sys.exit(1)
 
 
