@@ -204,7 +204,9 @@ def test_two_inboxes_claiming_at_once_keep_device_order_and_never_share_an_entry
     assert set(started.values()) == {"owner-a", "owner-b"}, "one inbox did all the work"
 
 
-def test_claims_of_a_dead_process_return_when_their_lease_ends(postgres_store: str) -> None:
+def test_claims_of_a_dead_process_return_when_their_lease_ends(
+    postgres_store: str, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = FakeClock()
 
     async def scenario() -> tuple[list[int], list[int], list[int], list[Entry]]:
@@ -228,6 +230,8 @@ def test_claims_of_a_dead_process_return_when_their_lease_ends(postgres_store: s
     assert [e.id for e in after] == ids
     assert [e.attempts for e in after] == [1, 0, 0]  # only the one a handler began is charged
     assert {e.owner for e in after} == {"survivor"}
+    takeovers = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert takeovers == ["took over 2 entries claimed by crashed: its lease ended without renewal"]
 
 
 def test_same_push_to_two_processes_at_once_is_kept_once(postgres_store: str) -> None:
