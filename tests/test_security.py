@@ -113,6 +113,16 @@ def test_query_api_off_loopback_without_token_is_refused(db: str) -> None:
     assert app.counters["api-403"] == 1
 
 
+def test_query_api_behind_a_trusted_proxy_without_token_is_refused(db: str) -> None:
+    config = Config(receiver=Recorder(), store=db, allow_ips=("127.0.0.0/8",),
+                    trusted_proxies=("127.0.0.1",))  # fmt: skip
+    app = create_app(config)
+    with running(app) as url:  # the proxy is on loopback; its clients are anywhere
+        response = httpx.get(url + "/api/devices", headers={"x-forwarded-for": "127.0.0.9"})
+    assert response.status_code == 403
+    assert "--api-token" in response.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),

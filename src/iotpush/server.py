@@ -289,7 +289,8 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         on_startup=[dispatcher.start, start_watchdog, *(p.start for p in publishers)],
         on_shutdown=[*(p.stop for p in publishers), stop_watchdog, dispatcher.stop],
         api_tokens=config.api_tokens,
-        api_needs_token=not config.loopback,
+        # Behind a trusted proxy the peer is the proxy, often on loopback; the clients are not.
+        api_needs_token=not config.loopback or bool(config.trusted_proxies),
         api=QueryAPI(tracking),
         console=console,
         events=events,
