@@ -54,6 +54,11 @@ def test_serve_help_lists_each_option_in_its_group_with_its_variable() -> None:
         assert f"env var: {setting.envvar}" in flat.replace("- ", "-")
 
 
+def test_serve_options_are_all_settings() -> None:
+    others = {p.name for p in serve.params if not isinstance(p, Setting | SettingArgument)}
+    assert others == {"config"}  # every other option has a group, a variable and a key
+
+
 def test_serve_without_options_runs_configs_defaults(configs: list[Config]) -> None:
     assert invoke("serve").exit_code == 0
     assert configs == [Config()]
