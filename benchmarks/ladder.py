@@ -46,7 +46,7 @@ from iotpush.inbox import Incoming
 from iotpush.inbox._sqlite_sql import INSERT, SCHEMA, SLOT
 from iotpush.inbox.sqlite import SQLiteInbox
 from iotpush.models import decode
-from iotpush.server import Config, create_app
+from iotpush.server import PROJECTIONS, Config, create_app
 
 HEADERS = {"content-type": "application/json", "host": "127.0.0.1"}
 Request = tuple[str, bytes]
@@ -127,7 +127,9 @@ async def concurrently(
 async def inbox_append(workdir: Path, warm: list[Request], reqs: list[Request], *, tracked: bool,
                        connections: int) -> float:  # fmt: skip
     """CPU seconds to append ``reqs`` from concurrent tasks (after appending ``warm``)."""
-    inbox = SQLiteInbox(workdir / f"append-{tracked}.db")
+    inbox = SQLiteInbox(
+        workdir / f"append-{tracked}.db", projections=PROJECTIONS if tracked else ()
+    )
     await inbox.open()
 
     async def one(path: str, body: bytes) -> None:

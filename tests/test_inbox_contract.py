@@ -19,6 +19,7 @@ from iotpush.exceptions import EntryNotFound
 from iotpush.inbox import Entry, Inbox, Incoming, Rejection, Selection, State
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
+from iotpush.server import PROJECTIONS
 
 T0 = 1_700_000_000.0
 LEASE = 30.0
@@ -54,6 +55,7 @@ def inbox_factory(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClo
 
     def make(**options: Any) -> Inbox:
         options.setdefault("clock", clock)
+        options.setdefault("projections", PROJECTIONS)
         if request.param == "memory":
             return MemoryInbox(**options)
         if request.param == "postgres":  # a fresh schema of the test server, migrated

@@ -358,23 +358,27 @@ def test_sqlite_transact_failing_function_leaves_nothing_and_others_commit(
     assert rows == [("c-ok",)]
 
 
-def test_sqlite_tracker_failure_keeps_the_entry_and_the_other_entries_state(
-    db_path: Path,
-    clock: FakeClock,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+class Flaky:
+    """A projection that fails on the device ``broken``, after the trackers ran for it."""
+
+    name = "flaky"
+    handles = frozenset({"deviceDataChanged"})
+
+    def apply(self, db: Any, entry_id: int, received_at: float, notification: Any) -> None:
+        if notification.device_id == "broken":
+            raise RuntimeError("tracker bug")
+
+    def reset(self, db: Any) -> None:
+        pass
+
+
+def test_sqlite_projection_failure_keeps_the_entry_and_the_other_entries_state(
+    db_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     from iotpush import testing, trackers
     from iotpush.idempotency import key_and_slot
 
-    real_apply = trackers.apply_all
-
-    def flaky(db: Any, entry_id: int, received_at: float, notification: Any) -> None:
-        real_apply(db, entry_id, received_at, notification)
-        if notification.device_id == "broken":
-            raise RuntimeError("tracker bug")
-
-    monkeypatch.setattr(trackers, "apply_all", flaky)
+    projections = (*trackers.PROJECTIONS, Flaky())
 
     def item(device: str) -> Incoming:
         n = testing.build("deviceDataChanged", device_id=device, seed=len(device))
@@ -382,7 +386,7 @@ def test_sqlite_tracker_failure_keeps_the_entry_and_the_other_entries_state(
         return Incoming(n.raw, n.notify_type, device, key, slot, RECEIVE, {}, clock.now, n)
 
     async def scenario() -> list[Any]:
-        async with SQLiteInbox(db_path, clock=clock) as inbox:
+        async with SQLiteInbox(db_path, clock=clock, projections=projections) as inbox:
             results = await asyncio.gather(
                 *(inbox.append(item(d)) for d in ("ok1", "broken", "ok2"))
             )

@@ -14,7 +14,7 @@ from .exceptions import (
     ReceiverLoadError,
     SinkError,
 )
-from .inbox import Entry, Inbox, InboxStats, Rejection, Selection, open_inbox
+from .inbox import Entry, Inbox, InboxStats, Rejection, Selection
 from .legacy import PushMessageReceiver
 from .models import (
     NOTIFICATION_TYPES,
@@ -54,8 +54,9 @@ from .models import (
     format_time,
     parse_time,
 )
+from .projections import Projection
 from .receiver import Handler, Receiver
-from .server import Config, create_app, run
+from .server import Config, create_app, open_inbox, run
 from .tracking import DeviceView, Tracking
 
 __version__ = "0.1.0"
@@ -103,6 +104,7 @@ __all__ = [
     "NBCommandStatusChanged",
     "Notification",
     "NotificationError",
+    "Projection",
     "PushMessageReceiver",
     "Reason",
     "Receiver",

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from . import inbox as _inbox
+from . import trackers
 from ._context import current_entry
 from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING
 from ._slowclients import with_header_timeout
@@ -28,15 +30,28 @@ from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, DEFAULT_QUARANTINE_MAX_BODY, Ap
 from .dispatch import Dispatcher
 from .events import Events
 from .exceptions import ConfigError, ReceiverLoadError
-from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, open_inbox
+from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox
 from .models import Notification
+from .projections import Projection
 from .receiver import Receiver
 from .sinks import Publisher, open_sink
 from .tracking import Tracking
 
-__all__ = ["Config", "create_app", "default_receiver", "load_receiver", "run", "uvicorn_options"]
+__all__ = [
+    "PROJECTIONS",
+    "Config",
+    "create_app",
+    "default_receiver",
+    "load_receiver",
+    "open_inbox",
+    "run",
+    "uvicorn_options",
+]
 
 DEFAULT_STORE = "sqlite:///iotpush.db"
+
+PROJECTIONS: tuple[Projection, ...] = trackers.PROJECTIONS
+"""What every inbox opened here applies to new entries in their transaction: the trackers."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,17 @@ def load_receiver(spec: str) -> Receiver:
     if not isinstance(obj, Receiver):
         raise ReceiverLoadError(f"{spec} is not a Receiver, but {type(obj).__name__}")
     return obj
+
+
+def open_inbox(url: str, **options: Any) -> Inbox:
+    """Make the inbox a store URL names (see `iotpush.inbox.open_inbox` for the URLs and
+    options), with the trackers (`PROJECTIONS`) wired in unless ``projections`` says otherwise.
+
+    Raises:
+        ConfigError: The URL's scheme is not supported, or an option is not.
+    """
+    options.setdefault("projections", PROJECTIONS)
+    return _inbox.open_inbox(url, **options)
 
 
 def open_store(config: Config, *, exclusive: bool = False, outbox: Sequence[str] = ()) -> Inbox:

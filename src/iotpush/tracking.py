@@ -269,7 +269,8 @@ class Tracking:
         """Count what `rebuild` forgets and what it applies again (shown before it runs)."""
         records = await self.inbox.read(trackers.count_records)
         kept = await self.inbox.tally(Selection())
-        tracked = {k: n for k, n in kept.counts.items() if k[0] in trackers.TRACKED_TYPES}
+        wants = self.inbox.projections.wants
+        tracked = {k: n for k, n in kept.counts.items() if wants(k[0])}
         return RebuildPlan(records, Tally(tracked))
 
     async def rebuild(
@@ -280,13 +281,14 @@ class Tracking:
         Returns how many entries were applied. Expectations stay (they are the application's).
         An entry whose body no longer decodes (a model changed since) is logged and skipped.
         """
-        await self.inbox.transact(trackers.reset)
+        projections = self.inbox.projections
+        await self.inbox.transact(projections.reset)
         applied, after = 0, 0
         while True:
             entries = await self.inbox.find(Selection(), limit=batch, after=after)
             if not entries:
                 return applied
-            tracked = [e for e in entries if e.type in trackers.TRACKED_TYPES]
+            tracked = [e for e in entries if projections.wants(e.type)]
 
             def apply(db: Any, tracked: list[Entry] = tracked) -> int:
                 done = 0
@@ -296,7 +298,7 @@ class Tracking:
                     except NotificationError as exc:  # as live: the entry is kept, not tracked
                         log.warning("rebuild skips entry %d (%s): %s", entry.id, entry.type, exc)
                         continue
-                    trackers.apply_all(db, entry.id, entry.received_at, notification)
+                    projections.apply(db, entry.id, entry.received_at, notification)
                     done += 1
                 return done
 

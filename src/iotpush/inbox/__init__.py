@@ -26,9 +26,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
+
+from ..projections import Projection, Projections
 
 if TYPE_CHECKING:
     import sqlite3
@@ -77,7 +79,7 @@ class Incoming:
     headers: dict[str, str]
     received_at: float
     notification: Notification | None = field(default=None, compare=False, repr=False)
-    """The decoded body, when the caller has it: the inbox feeds it to the trackers."""
+    """The decoded body, when the caller has it: the inbox feeds it to its projections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +237,9 @@ class Inbox(abc.ABC):
 
     All methods are coroutines; ``now`` is the backend's injected clock. Writes that happen
     concurrently may be committed together (group commit): a coroutine returns once its own
-    write is durable.
+    write is durable. An inbox is given its ``projections`` (`iotpush.projections`): each new
+    entry whose `Incoming.notification` they handle is applied to them in the transaction that
+    keeps it, isolated so that a failing projection costs no notification.
     """
 
     def __init__(
@@ -245,6 +249,7 @@ class Inbox(abc.ABC):
         clock: Clock = time.time,
         outbox: Sequence[str] = (),
         quarantine_max_rows: int | None = None,
+        projections: Iterable[Projection] = (),
     ):
         self.dedupe_window = dedupe_window
         self.clock = clock
@@ -255,6 +260,9 @@ class Inbox(abc.ABC):
         self.outbox = tuple(outbox)
         """The sinks whose outbox `append` fills: each new entry is unpublished for each."""
         self._outbox_events = {sink: asyncio.Event() for sink in self.outbox}
+        self.projections = Projections(projections)
+        """What `append` applies to each new entry of a type they handle, in its transaction
+        (see `iotpush.projections`); `iotpush.server` gives the trackers."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare the store (connections, threads); idempotent."""
@@ -405,7 +413,7 @@ class Inbox(abc.ABC):
         """Run ``fn(db)`` in a write transaction of the store (group-committed with the rest).
 
         ``db`` has the ``sqlite3.Connection`` interface (``execute`` with ``?`` placeholders);
-        `iotpush.trackers` functions run on it.
+        projections and `iotpush.trackers` functions run on it.
         """
 
     @abc.abstractmethod

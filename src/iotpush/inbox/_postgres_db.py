@@ -147,7 +147,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Db:
-    """A psycopg connection with the `iotpush.trackers.Database` interface: ``?`` placeholders."""
+    """A psycopg connection with the `iotpush.projections.Database` interface (``?`` marks)."""
 
     __slots__ = ("conn",)
 

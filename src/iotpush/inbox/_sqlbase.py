@@ -21,9 +21,9 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from .. import trackers
 from ..exceptions import EntryNotFound, InboxUnavailable
 from ..models import Notification
+from ..projections import Database
 from . import Entry, Inbox, InboxStats, Incoming, Rejection, Selection, Tally
 
 __all__ = ["COLUMNS", "SQLInbox", "digest", "entry", "rejection", "where"]
@@ -155,9 +155,9 @@ class SQLInbox(Inbox):
         """``sql`` (with ``?`` placeholders) as the driver takes it."""
         return sql
 
-    def _tracker_db(self, conn: Any) -> trackers.Database:
-        """The writer connection as the trackers use it, ready for their writes."""
-        db: trackers.Database = conn
+    def _tracker_db(self, conn: Any) -> Database:
+        """The writer connection as the projections use it, ready for their writes."""
+        db: Database = conn
         return db
 
     def _lost(self, exc: BaseException) -> bool:
@@ -178,15 +178,16 @@ class SQLInbox(Inbox):
             self._track(conn)
 
     def _track(self, conn: Any) -> None:
-        # In the transaction that keeps the entries, so tracker state is as durable as the 200.
-        # A tracker that fails must not cost a notification: its changes alone roll back, it is
-        # logged, and `Tracking.rebuild` can apply the entry again.
+        # In the transaction that keeps the entries, so projected state is as durable as the 200.
+        # A projection that fails must not cost a notification: its changes alone roll back, it
+        # is logged, and `Tracking.rebuild` can apply the entry again.
         tracked, self._tracked = self._tracked, []
         db = self._tracker_db(conn)
+        apply = self.projections.apply
         conn.execute("SAVEPOINT track")
         try:
             for id, received_at, notification in tracked:
-                trackers.apply_all(db, id, received_at, notification)
+                apply(db, id, received_at, notification)
         except Exception as exc:  # the slow path below finds and logs the culprit
             if self._lost(exc):
                 raise
@@ -194,7 +195,7 @@ class SQLInbox(Inbox):
             for id, received_at, notification in tracked:  # again, one by one
                 conn.execute("SAVEPOINT one")
                 try:
-                    trackers.apply_all(db, id, received_at, notification)
+                    apply(db, id, received_at, notification)
                 except Exception as one:
                     if self._lost(one):
                         raise
@@ -222,7 +223,7 @@ class SQLInbox(Inbox):
         self, conn: Any, insert: str, row: tuple[Any, ...], item: Incoming, dedupe: bytes
     ) -> tuple[int, bool]:
         """Run the backend's ``insert`` of ``row`` for ``item``, whose slot digest is
-        ``dedupe``; fill the outbox and queue the tracker writes of a new entry.
+        ``dedupe``; fill the outbox and queue the projection writes of a new entry.
 
         Returns the entry's id and whether it was a duplicate of a kept one.
         """
@@ -231,7 +232,7 @@ class SQLInbox(Inbox):
             if self.outbox:  # published only after it is kept
                 self._fill_outbox(conn, id)
             notification = item.notification
-            if notification is not None and notification.notify_type in trackers.TRACKED_TYPES:
+            if notification is not None and self.projections.wants(notification.notify_type):
                 self._tracked.append((id, item.received_at, notification))
         return id, duplicate
 

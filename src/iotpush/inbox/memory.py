@@ -8,7 +8,6 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from .. import trackers
 from ..exceptions import EntryNotFound
 from . import (
     Accepted,
@@ -61,7 +60,7 @@ class MemoryInbox(Inbox):
         self._outboxes: dict[str, dict[int, tuple[str | None, float]]] = {
             sink: {} for sink in self.outbox
         }
-        # Tracker tables live in an in-memory SQLite database: the trackers speak SQL.
+        # Projections' tables live in an in-memory SQLite database: projections speak SQL.
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         _migrations.migrate_sqlite(self._db, "memory://")
 
@@ -91,8 +90,8 @@ class MemoryInbox(Inbox):
         self._entries[entry.id] = entry
         self._slots[item.slot] = entry.id
         notification = item.notification
-        if notification is not None and notification.notify_type in trackers.TRACKED_TYPES:
-            trackers.apply_all(self._db, entry.id, item.received_at, notification)
+        if notification is not None and self.projections.wants(notification.notify_type):
+            self.projections.apply(self._db, entry.id, item.received_at, notification)
         for outbox in self._outboxes.values():
             outbox[entry.id] = (None, 0.0)
         if self._outboxes:

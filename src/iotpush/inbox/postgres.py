@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from .. import trackers
 from ..exceptions import InboxError, InboxUnavailable
+from ..projections import Database
 from . import Accepted, Entry, Incoming, Selection
 from ._postgres_db import Db, GroupCommit, Target, claim_rows, driver, parse_url, read_error
 from ._postgres_sql import (
@@ -105,7 +105,7 @@ class PostgresInbox(SQLInbox):
     def _q(self, sql: str) -> str:
         return translate(sql)
 
-    def _tracker_db(self, conn: Any) -> trackers.Database:
+    def _tracker_db(self, conn: Any) -> Database:
         # Tracker writes of concurrent transactions (other processes) take turns: no deadlocks.
         conn.execute(TRACKER_LOCK)
         return Db(conn)

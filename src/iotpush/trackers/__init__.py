@@ -8,9 +8,12 @@ Four trackers, each a module with its own tables and queries:
 - `devices`: the device registry and the latest value of each reported property;
 - `upgrades`: software and firmware upgrade progress and results.
 
-They are pure, synchronous functions over a DB-API connection (`Database`; ``sqlite3`` in
-autocommit mode works) and never manage transactions: the caller runs `apply_all` inside the
-transaction that claims an inbox entry. Every tracker is idempotent by entry id (applying an entry
+Each is a `iotpush.projections.Projection` (its module's ``PROJECTION``; `PROJECTIONS` lists
+them, and `iotpush.server` gives them to the inbox): pure, synchronous functions over a DB-API
+connection (`Database`; ``sqlite3`` in autocommit mode works) that never manage transactions:
+the inbox applies them inside the transaction that keeps an entry. A new tracker is one module
+with a ``PROJECTION`` and one line in `PROJECTIONS` (its tables: a new migration, see
+`iotpush.inbox._migrations`). Every tracker is idempotent by entry id (applying an entry
 again changes nothing), orders what it keeps by entry id or event time rather than by when it is
 applied, and so ``reset`` followed by applying every entry in id order rebuilds the same state.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import Final
 
 from ..models import Notification
+from ..projections import Projection, Projections
 from . import commands, devices, shadow, upgrades
 from ._common import Cursor, Database
 from .commands import (
@@ -42,6 +46,7 @@ from .shadow import ShadowEvent, ShadowRecord, expect_shadow, get_shadow, shadow
 from .upgrades import UpgradeEvent, UpgradeRecord, find_upgrades, get_upgrade
 
 __all__ = [
+    "PROJECTIONS",
     "RESET",
     "SCHEMA",
     "TRACKED_TYPES",
@@ -80,10 +85,20 @@ __all__ = [
     "upgrades",
 ]
 
+PROJECTIONS: Final[tuple[Projection, ...]] = (
+    commands.PROJECTION,
+    shadow.PROJECTION,
+    devices.PROJECTION,
+    upgrades.PROJECTION,
+)
+"""The four trackers, in the order they are applied to an entry."""
+
 _TRACKERS: Final = (commands, shadow, devices, upgrades)
+_ALL: Final = Projections(PROJECTIONS)
 
 SCHEMA: Final[str] = "".join(tracker.SCHEMA for tracker in _TRACKERS)
-"""Every tracker table and index (``CREATE ... IF NOT EXISTS``): run it as a script."""
+"""Every tracker table and index, as the code expects them (``CREATE ... IF NOT EXISTS``): a
+store gets them from its migrations; tests of the trackers alone run it as a script."""
 
 RESET: Final[tuple[str, ...]] = tuple(sql for tracker in _TRACKERS for sql in tracker.RESET)
 """Statements that delete every tracker row derived from notifications, run one by one.
@@ -92,9 +107,7 @@ Expectations (`expect`, `expect_shadow`) are the application's input, not derive
 notifications: they stay, unconfirmed, and their command and shadow rows are seeded again.
 """
 
-TRACKED_TYPES: Final[frozenset[str]] = frozenset(
-    cls.notify_type for tracker in _TRACKERS for cls in tracker.HANDLES
-)
+TRACKED_TYPES: Final[frozenset[str]] = _ALL.handles
 """The ``notifyType`` values some tracker uses; entries of other types can be skipped."""
 
 
@@ -110,15 +123,12 @@ def apply_all(db: Database, entry_id: int, received_at: float, notification: Not
         received_at: When the entry was received (Unix time).
         notification: The entry's decoded notification.
     """
-    for tracker in _TRACKERS:
-        if isinstance(notification, tracker.HANDLES):
-            tracker.apply(db, entry_id, received_at, notification)
+    _ALL.apply(db, entry_id, received_at, notification)
 
 
 def reset(db: Database) -> None:
     """Run `RESET`: delete every row derived from notifications, ready for a replay."""
-    for sql in RESET:
-        db.execute(sql, ())
+    _ALL.reset(db)
 
 
 _RECORDS: Final = ("devices", "commands", "shadows", "upgrades")

@@ -4,33 +4,44 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-__all__ = ["Cursor", "Database", "dumps", "limit_sql", "loads", "page_sql", "upsert_sql"]
+from ..models import Notification
+from ..projections import Cursor, Database
+
+__all__ = ["Cursor", "Database", "Tracker", "dumps", "limit_sql", "loads", "page_sql", "upsert_sql"]
 
 MAX_LIMIT = 1000
 
 
-class Cursor(Protocol):
-    """The part of a DB-API cursor the trackers use."""
+@dataclass(frozen=True, slots=True)
+class Tracker:
+    """A tracker module as a `iotpush.projections.Projection`: its name, the notification
+    classes it reads, its ``apply`` and its ``RESET`` statements."""
+
+    name: str
+    reads: tuple[type[Notification], ...]
+    apply_one: Callable[[Database, int, float, Notification], None]
+    statements: tuple[str, ...]
 
     @property
-    def rowcount(self) -> int: ...
+    def handles(self) -> frozenset[str]:
+        """The ``notifyType`` values of `reads`."""
+        return frozenset(cls.notify_type for cls in self.reads)
 
-    def fetchone(self) -> Any: ...
+    def apply(
+        self, db: Database, entry_id: int, received_at: float, notification: Notification
+    ) -> None:
+        """Apply one entry (see the tracker module's ``apply``)."""
+        self.apply_one(db, entry_id, received_at, notification)
 
-    def fetchall(self) -> list[Any]: ...
-
-
-class Database(Protocol):
-    """The part of a DB-API connection the trackers use: `sqlite3.Connection` has it.
-
-    SQL uses ``?`` placeholders; a backend for another driver translates them.
-    """
-
-    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+    def reset(self, db: Database) -> None:
+        """Run the tracker's ``RESET`` statements."""
+        for sql in self.statements:
+            db.execute(sql, ())
 
 
 _encode = msgspec.json.encode

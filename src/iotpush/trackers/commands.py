@@ -25,10 +25,11 @@ from typing import Any, Final
 import msgspec
 
 from ..models import CommandRsp, MessageConfirm, NBCommandStatusChanged, Notification
-from ._common import Database, dumps, loads, select_pages, upsert_sql
+from ._common import Database, Tracker, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
-    "HANDLES", "RANKS", "RESET", "SCHEMA", "TERMINAL", "CommandEvent", "CommandRecord", "apply",
+    "HANDLES",
+    "PROJECTION", "RANKS", "RESET", "SCHEMA", "TERMINAL", "CommandEvent", "CommandRecord", "apply",
     "count_commands", "expect", "find_commands", "get_command", "next_state", "normalise",
     "overdue", "recent_commands",
 ]  # fmt: skip
@@ -362,3 +363,7 @@ def overdue(db: Database, now: float) -> list[CommandRecord]:
     """
     clauses = ["terminal = 0 AND deadline < ?"]
     return _select(db, clauses, [now], ["deadline", "command_id"], None)
+
+
+PROJECTION: Final = Tracker("commands", HANDLES, apply, RESET)
+"""This tracker as a `iotpush.projections.Projection`."""

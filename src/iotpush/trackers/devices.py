@@ -33,10 +33,11 @@ from ..models import (
     Notification,
     parse_time,
 )
-from ._common import Database, dumps, limit_sql, loads, page_sql, upsert_sql
+from ._common import Database, Tracker, dumps, limit_sql, loads, page_sql, upsert_sql
 
 __all__ = [
-    "HANDLES", "RESET", "SCHEMA", "DataPoint", "DeviceRecord", "apply", "find_devices",
+    "HANDLES",
+    "PROJECTION", "RESET", "SCHEMA", "DataPoint", "DeviceRecord", "apply", "find_devices",
     "get_device",
 ]  # fmt: skip
 
@@ -342,3 +343,7 @@ def find_devices(
         clauses.append("device_id > ?")
         params.append(after)
     return _select(db, clauses, params, limit)
+
+
+PROJECTION: Final = Tracker("devices", HANDLES, apply, RESET)
+"""This tracker as a `iotpush.projections.Projection`."""

@@ -21,10 +21,11 @@ from typing import Any, Final
 import msgspec
 
 from ..models import DeviceDesiredPropertiesModifyStatusChanged, Notification
-from ._common import Database, dumps, limit_sql, loads
+from ._common import Database, Tracker, dumps, limit_sql, loads
 
 __all__ = [
-    "HANDLES", "RESET", "SCHEMA", "ShadowEvent", "ShadowRecord", "apply", "expect_shadow",
+    "HANDLES",
+    "PROJECTION", "RESET", "SCHEMA", "ShadowEvent", "ShadowRecord", "apply", "expect_shadow",
     "get_shadow", "shadow_history", "unsynced",
 ]  # fmt: skip
 
@@ -284,3 +285,7 @@ def shadow_history(
         )
         for r in db.execute(sql, params).fetchall()
     ]  # fmt: skip
+
+
+PROJECTION: Final = Tracker("shadow", HANDLES, apply, RESET)
+"""This tracker as a `iotpush.projections.Projection`."""

@@ -30,11 +30,11 @@ from ..models import (
     SwUpgradeResultNotify,
     SwUpgradeStateChangeNotify,
 )
-from ._common import Database, dumps, loads, select_pages, upsert_sql
+from ._common import Database, Tracker, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
-    "CURSOR_PATTERN", "HANDLES", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord", "apply",
-    "find_upgrades", "get_upgrade", "parse_cursor",
+    "CURSOR_PATTERN", "HANDLES", "PROJECTION", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord",
+    "apply", "find_upgrades", "get_upgrade", "parse_cursor",
 ]  # fmt: skip
 
 HANDLES: Final = (
@@ -320,3 +320,7 @@ def find_upgrades(
         params.extend([updated_at, updated_at, *key])
     order = ["updated_at DESC", "operation_id", "sub_operation_id", "device_id"]
     return _select(db, clauses, params, order, limit)
+
+
+PROJECTION: Final = Tracker("upgrades", HANDLES, apply, RESET)
+"""This tracker as a `iotpush.projections.Projection`."""
