@@ -9,9 +9,9 @@ adds iotpush's steps one at a time, each through its public API, on the bench mi
 1. ``sqlite insert``: the inbox's own slot lookup and INSERT through ``sqlite3``, 24 rows per
    transaction with ``synchronous=FULL`` (what a group commit of that size pays per row at least);
 2. ``decode + key``: `iotpush.models.decode` and `iotpush.idempotency.key_and_slot`;
-3. ``+ inbox append``: `SQLiteInbox.append` from concurrent tasks (group commit), no trackers;
-4. ``+ trackers``: the same with the decoded notification handed over, as the app does, so the
-   four trackers run in the append transaction;
+3. ``+ inbox append``: `SQLiteInbox.append` from concurrent tasks (group commit), no projections;
+4. ``+ trackers``: the same, the inbox given the four trackers (`iotpush.server.PROJECTIONS`) as
+   ``iotpush serve`` gives them, so they run in the append transaction;
 5. ``+ app``: the ASGI `App` in front (routing, headers, body, answer), no dispatcher;
 6. ``+ dispatcher``: `create_app` as ``iotpush serve`` builds it, delivering to a no-op handler.
 
@@ -71,13 +71,11 @@ def route_of(path: str) -> Any:
     return "command" if path == bodies.COMMAND_PATH else "notify"
 
 
-def incoming(path: str, body: bytes, *, tracked: bool) -> Incoming:
+def incoming(path: str, body: bytes) -> Incoming:
     notification = decode(body, route_of(path))
-    key, slot = key_and_slot(notification)
-    return Incoming(
-        body, notification.notify_type, notification.device, key, slot, path, HEADERS,
-        0.0, notification if tracked else None,
-    )  # fmt: skip
+    return Incoming.from_notification(
+        notification, body=body, path=path, headers=HEADERS, received_at=0.0
+    )
 
 
 def sqlite_insert(workdir: Path, reqs: list[Request], batch: int = 24) -> float:
@@ -133,7 +131,7 @@ async def inbox_append(workdir: Path, warm: list[Request], reqs: list[Request], 
     await inbox.open()
 
     async def one(path: str, body: bytes) -> None:
-        await inbox.append(incoming(path, body, tracked=tracked))
+        await inbox.append(incoming(path, body))
 
     try:
         await concurrently(warm, connections, one)

@@ -17,7 +17,6 @@ from iotpush import (
     Inbox,
     Receiver,
 )
-from iotpush.idempotency import key_and_slot
 from iotpush.inbox import Incoming
 from iotpush.models import decode
 from tests.conftest import EXAMPLES, RECEIVE
@@ -68,17 +67,12 @@ def incoming(body: bytes) -> Incoming:
     """What the app would append for ``body`` (NB-IoT command statuses on their own path)."""
     command = b'"notifyType"' not in body
     notification = decode(body, "command" if command else "notify")
-    key, slot = key_and_slot(notification)
-    return Incoming(
+    return Incoming.from_notification(
+        notification,
         body=body,
-        type=notification.notify_type,
-        device=notification.device,
-        key=key,
-        slot=slot,
         path=f"{RECEIVE}/cmd" if command else RECEIVE,
         headers={"content-type": "application/json"},
         received_at=time.time(),
-        notification=notification,
     )
 
 

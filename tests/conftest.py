@@ -113,9 +113,11 @@ def serve(db: str) -> Callable[..., contextlib.AbstractContextManager[tuple[str,
 @pytest.fixture(params=["memory", "sqlite"])
 def new_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Inbox]:
     """Makes the inbox under test (open it inside the test's event loop)."""
+    from iotpush.server import PROJECTIONS
+
     if request.param == "memory":
-        return MemoryInbox
-    return lambda: SQLiteInbox(tmp_path / "inbox.db")
+        return lambda: MemoryInbox(projections=PROJECTIONS)
+    return lambda: SQLiteInbox(tmp_path / "inbox.db", projections=PROJECTIONS)
 
 
 def tracker_db(path: Path) -> sqlite3.Connection:

@@ -149,12 +149,12 @@ def test_duplicate_push_answered_ok_and_delivered_once(serve: Callable[..., Any]
 def test_unexpected_failure_while_accepting_is_503_kept_and_not_acknowledged(
     serve: Callable[..., Any], db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import iotpush.app
+    from iotpush.inbox import Incoming
 
-    def broken(notification: Any) -> tuple[str, str]:
+    def broken(*args: Any, **kwargs: Any) -> Incoming:
         raise RuntimeError("bug in keying")
 
-    monkeypatch.setattr(iotpush.app, "key_and_slot", broken)
+    monkeypatch.setattr(Incoming, "from_notification", broken)
     recorder = Recorder()
     with serve(recorder) as (url, _):
         response = httpx.post(url + RECEIVE, content=EXAMPLES["07-deviceDeleted"])

@@ -14,7 +14,6 @@ from click.testing import CliRunner
 
 from iotpush import decode, open_inbox
 from iotpush.cli import main
-from iotpush.idempotency import key_and_slot
 from iotpush.inbox import Incoming, Rejection
 from tests.conftest import EXAMPLES, run
 
@@ -29,8 +28,9 @@ def store(tmp_path: Path) -> str:
             now = time.time()
             for name in ("04-deviceDataChanged", "07-deviceDeleted", "19-nbCommandStatusChanged"):
                 n = decode(EXAMPLES[name])
-                key, slot = key_and_slot(n)
-                item = Incoming(EXAMPLES[name], n.notify_type, n.device, key, slot, "/p", {}, now)
+                item = Incoming.from_notification(
+                    n, body=EXAMPLES[name], path="/p", headers={}, received_at=now
+                )
                 await inbox.append(item)
             await inbox.claim("tester", 2, 60)
             await inbox.ack([1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -16,7 +17,6 @@ from iotpush import (
     current_entry,
 )
 from iotpush.events import AttemptFinished, Events
-from iotpush.inbox import Incoming
 from iotpush.inbox.memory import MemoryInbox
 from tests._dispatching import (
     DEVICE_DELETED,
@@ -210,10 +210,9 @@ def test_dispatcher_undecodable_stored_body_is_dead_without_calling_handlers() -
         async with MemoryInbox() as inbox:
             item = incoming(DEVICE_DELETED)
             # A body that passed the app once but no longer decodes (e.g. a model got stricter).
-            broken = Incoming(
-                b'{"notifyType": "deviceDeleted"}', item.type, item.device, item.key,
-                item.slot, item.path, item.headers, item.received_at,
-            )  # fmt: skip
+            broken = dataclasses.replace(
+                item, body=b'{"notifyType": "deviceDeleted"}', notification=None
+            )
             id = (await inbox.append(broken)).id
             async with dispatching(inbox, receiver):
                 [dead] = await all_in(inbox, [id], "dead")

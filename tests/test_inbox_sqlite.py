@@ -376,14 +376,14 @@ def test_sqlite_projection_failure_keeps_the_entry_and_the_other_entries_state(
     db_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     from iotpush import testing, trackers
-    from iotpush.idempotency import key_and_slot
 
     projections = (*trackers.PROJECTIONS, Flaky())
 
     def item(device: str) -> Incoming:
         n = testing.build("deviceDataChanged", device_id=device, seed=len(device))
-        key, slot = key_and_slot(n)
-        return Incoming(n.raw, n.notify_type, device, key, slot, RECEIVE, {}, clock.now, n)
+        return Incoming.from_notification(
+            n, body=n.raw, path=RECEIVE, headers={}, received_at=clock.now
+        )
 
     async def scenario() -> list[Any]:
         async with SQLiteInbox(db_path, clock=clock, projections=projections) as inbox:

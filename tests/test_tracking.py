@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iotpush import EntryNotFound, Notification, decode, open_inbox, testing
-from iotpush.idempotency import key_and_slot
 from iotpush.inbox import Inbox, Incoming
 from iotpush.trackers import TRACKED_TYPES, CommandRecord
 from iotpush.tracking import Tracking
@@ -38,9 +37,10 @@ def incoming(n: Notification, received_at: float) -> Incoming:
     """What the app hands the inbox for a push: the body as sent, decoded as the app decodes it."""
     body = testing.encode(n)
     decoded = decode(body, "command" if n.notify_type == "nbCommandStatusChanged" else "notify")
-    key, slot = key_and_slot(decoded)
     path = testing.path_for(n)
-    return Incoming(body, n.notify_type, n.device, key, slot, path, {}, received_at, decoded)
+    return Incoming.from_notification(
+        decoded, body=body, path=path, headers={}, received_at=received_at
+    )
 
 
 async def receive(inbox: Inbox, n: Notification, received_at: float) -> None:
@@ -425,7 +425,10 @@ def test_rebuild_skips_an_entry_that_no_longer_decodes_and_logs_it(
     db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A body kept from before a model change, which the models now refuse.
-    stale = Incoming(b'{"notifyType":"deviceAdded"}', "deviceAdded", "d-0", "k", "s", "/", {}, 1.0)
+    stale = Incoming(
+        body=b'{"notifyType":"deviceAdded"}', type="deviceAdded", device="d-0", key="k", slot="s",
+        path="/", headers={}, received_at=1.0,
+    )  # fmt: skip
 
     async def scenario(tracking: Tracking) -> tuple[int, list[str]]:
         await tracking.inbox.append(stale)

@@ -21,8 +21,7 @@ from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STR
 from .access import Denial, IPAllowlist, PathToken, SignatureVerifier
 from .events import Events, Received, RefusalReason, Refused
 from .exceptions import InboxUnavailable, NotificationError
-from .idempotency import key_and_slot
-from .inbox import Inbox, Incoming, Rejection
+from .inbox import Incoming, ReceiveInbox, Rejection
 from .models import Route, decode
 
 __all__ = ["App"]
@@ -147,7 +146,7 @@ class App:
 
     def __init__(
         self,
-        inbox: Inbox,
+        inbox: ReceiveInbox,
         *,
         path: str = DEFAULT_PATH,
         command_path: str | None = None,
@@ -324,11 +323,9 @@ class App:
         if scope.get("scheme") == "https":
             headers["x-iotpush-scheme"] = "https"
         try:
-            key, slot = key_and_slot(notification)
-            item = Incoming(
-                body, notification.notify_type, notification.device, key, slot, path, headers,
-                received_at, notification,
-            )  # fmt: skip
+            item = Incoming.from_notification(
+                notification, body=body, path=path, headers=headers, received_at=received_at
+            )
             accepted = await self.inbox.append(item)
         except InboxUnavailable as exc:
             self.counters["503"] += 1

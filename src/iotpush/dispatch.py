@@ -36,7 +36,7 @@ from typing import Any, TypeAlias
 from ._context import Delivery, set_delivery
 from .events import AttemptFinished, AttemptStarted, Dead, Delivered, Events, Retried
 from .exceptions import HandlerTimeout, InboxError, NotificationError
-from .inbox import Entry, Inbox, decode_entry, new_owner
+from .inbox import DeliveryInbox, Entry, decode_entry, new_owner
 from .models import Notification
 from .receiver import Handler, Receiver
 
@@ -79,7 +79,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        inbox: Inbox,
+        inbox: DeliveryInbox,
         receiver: Receiver,
         *,
         concurrency: int = 32,

@@ -22,7 +22,7 @@ import msgspec
 
 from . import trackers
 from .exceptions import EntryNotFound, NotificationError
-from .inbox import Entry, Inbox, Selection, Tally, decode_entry
+from .inbox import Entry, Selection, Tally, TrackingInbox, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
 
 __all__ = ["MAX_VIEW_COMMANDS", "DeviceView", "RebuildPlan", "Tracking"]
@@ -70,7 +70,11 @@ class Tracking:
     """
 
     def __init__(
-        self, inbox: Inbox, *, clock: Callable[[], float] = time.time, poll_interval: float = 0.2
+        self,
+        inbox: TrackingInbox,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.2,
     ) -> None:
         self.inbox = inbox
         self.clock = clock

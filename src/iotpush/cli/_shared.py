@@ -14,7 +14,7 @@ import msgspec
 
 from .._when import parse_duration, parse_when
 from ..exceptions import IotpushError
-from ..inbox import Inbox, Tally
+from ..inbox import AdminInbox, Inbox, Tally
 from ..models import NOTIFICATION_TYPES
 from ..server import DEFAULT_STORE, Config, open_store
 from ..tracking import Tracking
@@ -109,8 +109,12 @@ def tally_lines(tally: Tally) -> list[str]:
     return [f"by state: {states}", *(f"{type_:<44} {n:>8}" for type_, n in tally.by_type().items())]
 
 
-def inbox_call(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:
+def inbox_call(store: str, fn: Callable[[AdminInbox], Awaitable[T]]) -> T:
     """Open ``store``, run ``fn`` on its inbox and close it again."""
+    return _with_inbox(store, fn)
+
+
+def _with_inbox(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:
 
     async def main() -> T:
         async with open_store(Config(store=store)) as inbox:
@@ -122,7 +126,7 @@ def inbox_call(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:
 
 def tracking_call(store: str, fn: Callable[[Tracking], Awaitable[T]]) -> T:
     """Open ``store``, run ``fn`` on its tracker queries and close it again."""
-    return inbox_call(store, lambda inbox: fn(Tracking(inbox)))
+    return _with_inbox(store, lambda inbox: fn(Tracking(inbox)))
 
 
 def output(value: Any, as_json: bool, lines: Callable[[], Iterable[str]]) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
+from ..idempotency import key_and_slot
 from ..projections import Projection, Projections
 
 if TYPE_CHECKING:
@@ -41,14 +42,19 @@ T = TypeVar("T")
 
 __all__ = [
     "Accepted",
+    "AdminInbox",
+    "DeliveryInbox",
     "Entry",
     "Inbox",
     "InboxStats",
     "Incoming",
+    "OutboxInbox",
+    "ReceiveInbox",
     "Rejection",
     "Selection",
     "State",
     "Tally",
+    "TrackingInbox",
     "decode_entry",
     "log_takeover",
     "new_owner",
@@ -80,6 +86,24 @@ class Incoming:
     received_at: float
     notification: Notification | None = field(default=None, compare=False, repr=False)
     """The decoded body, when the caller has it: the inbox feeds it to its projections."""
+
+    @classmethod
+    def from_notification(
+        cls,
+        notification: Notification,
+        *,
+        body: bytes,
+        path: str,
+        headers: dict[str, str],
+        received_at: float,
+    ) -> Incoming:
+        """What to append for ``notification``, decoded from ``body`` as received on ``path``:
+        its type, device, and idempotency key and slot (`iotpush.idempotency.key_and_slot`)."""
+        key, slot = key_and_slot(notification)
+        return cls(
+            body, notification.notify_type, notification.device, key, slot, path, headers,
+            received_at, notification,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,3 +541,6 @@ def open_inbox(url: str, **options: object) -> Inbox:
     raise ConfigError(
         f"unsupported store {scheme!r}: use sqlite:///PATH, postgresql://... or memory://"
     )
+
+
+from ._roles import AdminInbox, DeliveryInbox, OutboxInbox, ReceiveInbox, TrackingInbox  # noqa: E402

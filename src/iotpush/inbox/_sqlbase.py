@@ -26,7 +26,7 @@ from ..models import Notification
 from ..projections import Database
 from . import Entry, Inbox, InboxStats, Incoming, Rejection, Selection, Tally
 
-__all__ = ["COLUMNS", "SQLInbox", "digest", "entry", "rejection", "where"]
+__all__ = ["COLUMNS", "SQLInbox", "entry", "rejection", "slot_digest", "where"]
 
 _json_encode = msgspec.json.encode
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
@@ -49,9 +49,9 @@ _PURGEABLE = (
 )
 
 
-def digest(key: str) -> bytes:
-    """The 16-byte dedupe digest of a slot."""
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+def slot_digest(slot: str) -> bytes:
+    """The ``dedupe`` column of the entry holding ``slot``: 16 bytes, whatever the slot's length."""
+    return hashlib.blake2b(slot.encode(), digest_size=16).digest()
 
 
 def entry(row: Sequence[Any]) -> Entry:

@@ -41,7 +41,7 @@ from ._postgres_sql import (
     translate,
     where,
 )
-from ._sqlbase import SQLInbox, digest, entry
+from ._sqlbase import SQLInbox, entry, slot_digest
 
 if TYPE_CHECKING:
     import sqlite3
@@ -204,7 +204,7 @@ class PostgresInbox(SQLInbox):
     # receive path --------------------------------------------------------------------------
 
     async def append(self, item: Incoming) -> Accepted:
-        dedupe = digest(item.slot)
+        dedupe = slot_digest(item.slot)
         headers = _json_encode(item.headers).decode()
         cutoff = item.received_at - self.dedupe_window
         row = (

@@ -24,7 +24,7 @@ import msgspec
 from ..exceptions import ConfigError, InboxError, InboxUnavailable
 from . import Accepted, Entry, Incoming, Selection, _migrations, log_takeover
 from ._groupcommit import GroupCommit
-from ._sqlbase import COLUMNS, SQLInbox, digest, entry
+from ._sqlbase import COLUMNS, SQLInbox, entry, slot_digest
 from ._sqlite_sql import (
     BLOCKED,
     CLAIM,
@@ -225,7 +225,7 @@ class SQLiteInbox(SQLInbox):
     # receive path --------------------------------------------------------------------------
 
     async def append(self, item: Incoming) -> Accepted:
-        dedupe = digest(item.slot)
+        dedupe = slot_digest(item.slot)
         headers = _json_encode(item.headers).decode()
         cutoff = item.received_at - self.dedupe_window
         pending = (

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..exceptions import ConfigError, InboxError, SinkError
-from ..inbox import Entry, Inbox, new_owner
+from ..inbox import Entry, OutboxInbox, new_owner
 
 __all__ = ["Outcome", "Publisher", "Sink", "open_sink"]
 
@@ -107,7 +107,7 @@ class Publisher:
 
     def __init__(
         self,
-        inbox: Inbox,
+        inbox: OutboxInbox,
         sink: Sink,
         *,
         batch: int = 256,
