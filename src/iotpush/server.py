@@ -30,7 +30,7 @@ from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, DEFAULT_QUARANTINE_MAX_BODY, Ap
 from .dispatch import Dispatcher
 from .events import Events
 from .exceptions import ConfigError, ReceiverLoadError
-from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox
+from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, Mode, StoreURL
 from .models import Notification
 from .projections import Projection
 from .receiver import Receiver
@@ -139,7 +139,7 @@ class Config:
             raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
         if not self.signature_tolerance > 0:
             raise ConfigError("--signature-tolerance must be above 0 seconds")
-        if self.reuse_port and not self.store.startswith(("postgresql:", "postgres:")):
+        if self.reuse_port and not StoreURL.parse(self.store).shared:
             # A SQLite file serves one process (its lock file says so): a second would not start.
             raise ConfigError("--reuse-port needs a shared store (--store postgresql://...)")
         _check_limits(self)
@@ -237,7 +237,7 @@ def load_receiver(spec: str) -> Receiver:
     return obj
 
 
-def open_inbox(url: str, **options: Any) -> Inbox:
+def open_inbox(url: str | StoreURL, **options: Any) -> Inbox:
     """Make the inbox a store URL names (see `iotpush.inbox.open_inbox` for the URLs and
     options), with the trackers (`PROJECTIONS`) wired in unless ``projections`` says otherwise.
 
@@ -248,22 +248,46 @@ def open_inbox(url: str, **options: Any) -> Inbox:
     return _inbox.open_inbox(url, **options)
 
 
-def open_store(config: Config, *, exclusive: bool = False, outbox: Sequence[str] = ()) -> Inbox:
-    """The inbox ``config.store`` names, with the config's options (``outbox``: sink names)."""
-    options: dict[str, Any] = {"dedupe_window": config.dedupe_window}
+def open_store(
+    config: Config, *, exclusive: bool = False, outbox: Sequence[str] = (), mode: Mode = "create"
+) -> Inbox:
+    """The inbox ``config.store`` names, with the config's options (``outbox``: sink names).
+
+    ``exclusive``: the server's inbox (SQLite: its lock file; bounded against floods, where
+    operator commands are not). ``mode``: may it create the store, write it, or only read it.
+    """
+    store = StoreURL.parse(config.store)
+    options: dict[str, Any] = {"dedupe_window": config.dedupe_window, "mode": mode}
     if outbox:
         options["outbox"] = tuple(outbox)
-    if not config.store.startswith("memory:"):
-        options.update(
-            synchronous=config.synchronous, busy_timeout=config.busy_timeout, exclusive=exclusive
-        )
-    if exclusive:  # the server's inbox: bounded against floods (operator commands are not)
+    if store.scheme == "sqlite":
+        options.update(synchronous=config.synchronous, exclusive=exclusive)
+    if store.durable:
+        options.update(busy_timeout=config.busy_timeout)
+    if exclusive:
         options.update(quarantine_max_rows=config.quarantine_max_rows)
-        if not config.store.startswith("memory:"):  # SQLite and PostgreSQL
+        if store.durable:
             options.update(max_pending=config.max_pending_writes)
-        if config.store.startswith(("postgresql:", "postgres:")):  # bound every wait
+        if store.scheme == "postgres":  # bound every wait
             options.update(db_timeout=config.db_timeout)
-    return open_inbox(config.store, **options)
+    return open_inbox(store, **options)
+
+
+def check_store(config: Config) -> None:
+    """Open the server's store and close it again: a store that cannot serve (another server's
+    lock, a read-only filesystem, a file that is not a database, a schema to upgrade) is
+    refused with one line before anything starts. A full disk is no reason: the server starts
+    and answers 503 until the store can be written.
+
+    Raises:
+        IotpushError: The store cannot serve (the message names it and the cause).
+    """
+
+    async def check() -> None:
+        async with open_store(config, exclusive=True):
+            pass
+
+    asyncio.run(check())
 
 
 def create_app(config: Config | None = None, **changes: Any) -> App:
@@ -376,9 +400,8 @@ def run(config: Config) -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from .inbox import _migrations
-
-    _migrations.require_current(config.store)  # one clear line before anything starts
+    config.check()
+    check_store(config)  # one clear line before anything starts
     app = create_app(config)
     # iotpush's own messages go where uvicorn's go, in the same format.
     log_config = copy.deepcopy(LOGGING_CONFIG)

@@ -14,7 +14,7 @@ import msgspec
 
 from .._when import parse_duration, parse_when
 from ..exceptions import IotpushError
-from ..inbox import AdminInbox, Inbox, Tally
+from ..inbox import AdminInbox, Inbox, Mode, Tally
 from ..models import NOTIFICATION_TYPES
 from ..server import DEFAULT_STORE, Config, open_store
 from ..tracking import Tracking
@@ -22,7 +22,8 @@ from ..tracking import Tracking
 T = TypeVar("T")
 
 STORE_HELP = (
-    "Where notifications are kept: sqlite:///FILE, postgresql://HOST/DB[?schema=NAME] or memory://."
+    "Where notifications are kept: sqlite:///relative/path.db (three slashes),"
+    " sqlite:////absolute/path.db (four), postgresql://HOST/DB[?schema=NAME] or memory://."
 )
 store_option = click.option(
     "--store", envvar="IOTPUSH_STORE", default=DEFAULT_STORE, show_default=True, help=STORE_HELP
@@ -110,23 +111,28 @@ def tally_lines(tally: Tally) -> list[str]:
 
 
 def inbox_call(store: str, fn: Callable[[AdminInbox], Awaitable[T]]) -> T:
-    """Open ``store``, run ``fn`` on its inbox and close it again."""
-    return _with_inbox(store, fn)
+    """Open an existing ``store`` to write it, run ``fn`` on its inbox and close it again."""
+    return _with_inbox(store, fn, "write")
 
 
-def _with_inbox(store: str, fn: Callable[[Inbox], Awaitable[T]]) -> T:
+def inbox_read(store: str, fn: Callable[[AdminInbox], Awaitable[T]]) -> T:
+    """Open an existing ``store`` read-only, run ``fn`` on its inbox and close it again."""
+    return _with_inbox(store, fn, "read")
 
+
+def _with_inbox(store: str, fn: Callable[[Inbox], Awaitable[T]], mode: Mode) -> T:
     async def main() -> T:
-        async with open_store(Config(store=store)) as inbox:
+        async with open_store(Config(store=store), mode=mode) as inbox:
             return await fn(inbox)
 
     with library_errors():
         return asyncio.run(main())
 
 
-def tracking_call(store: str, fn: Callable[[Tracking], Awaitable[T]]) -> T:
-    """Open ``store``, run ``fn`` on its tracker queries and close it again."""
-    return _with_inbox(store, lambda inbox: fn(Tracking(inbox)))
+def tracking_call(store: str, fn: Callable[[Tracking], Awaitable[T]], *, write: bool = False) -> T:
+    """Open an existing ``store`` (read-only unless ``write``), run ``fn`` on its tracker
+    queries and close it again."""
+    return _with_inbox(store, lambda inbox: fn(Tracking(inbox)), "write" if write else "read")
 
 
 def output(value: Any, as_json: bool, lines: Callable[[], Iterable[str]]) -> None:

@@ -9,13 +9,14 @@ import click
 import msgspec
 
 from .._when import format_ts
-from ..inbox import STATES, Entry, Inbox, Selection
+from ..inbox import STATES, AdminInbox, Entry, Selection
 from ._shared import (
     TYPE_CHOICE,
     WHEN,
     confirm,
     dry_run_option,
     inbox_call,
+    inbox_read,
     store_option,
     tally_lines,
     yes_option,
@@ -33,7 +34,7 @@ def quarantine() -> None:
 @click.option("--after", default=0, type=int, help="Only records with an id above this.")
 def quarantine_ls(store: str, limit: int, after: int) -> None:
     """List refused bodies, oldest first."""
-    records = inbox_call(store, lambda inbox: inbox.quarantined(limit=limit, after=after))
+    records = inbox_read(store, lambda inbox: inbox.quarantined(limit=limit, after=after))
     if not records:
         click.echo("quarantine is empty")
     for r in records:
@@ -47,7 +48,7 @@ def quarantine_ls(store: str, limit: int, after: int) -> None:
 @store_option
 def quarantine_show(id: int, store: str) -> None:
     """Show one refused body with its headers."""
-    r = inbox_call(store, lambda inbox: inbox.get_quarantined(id))
+    r = inbox_read(store, lambda inbox: inbox.get_quarantined(id))
     click.echo(
         f"id: {r.id}\nreceived: {format_ts(r.received_at)}\npath: {r.path}\nstatus: {r.status}"
     )
@@ -67,7 +68,7 @@ def inbox() -> None:
 @store_option
 def inbox_stats(store: str) -> None:
     """Counts by state and type, and how old the oldest undelivered entry is."""
-    s = inbox_call(store, lambda inbox: inbox.stats())
+    s = inbox_read(store, lambda inbox: inbox.stats())
     click.echo(
         f"entries: {s.total}  duplicates caught: {s.duplicates}  quarantined: {s.quarantined}"
     )
@@ -132,12 +133,12 @@ def inbox_ls(store: str, states: tuple[str, ...], type_: str | None, device: str
     """
     sel = Selection(states=states or None, type=type_, device=device, since=since, until=until)  # type: ignore[arg-type]
 
-    async def page(inbox: Inbox) -> tuple[list[Entry], int]:
+    async def page(inbox: AdminInbox) -> tuple[list[Entry], int]:
         entries = await inbox.find(sel, limit=limit, after=after)
         more = (await inbox.tally(sel, after=entries[-1].id)).total if entries else 0
         return entries, more
 
-    entries, more = inbox_call(store, page)
+    entries, more = inbox_read(store, page)
     if not entries:
         click.echo("no entries match")
         return
@@ -152,7 +153,7 @@ def inbox_ls(store: str, states: tuple[str, ...], type_: str | None, device: str
 @store_option
 def inbox_show(id: int, store: str) -> None:
     """Show one entry: its state, attempts, last error and body."""
-    e = inbox_call(store, lambda inbox: inbox.get(id))
+    e = inbox_read(store, lambda inbox: inbox.get(id))
     for name in ("id", "type", "device", "state", "attempts", "key", "path", "owner", "duplicates"):
         click.echo(f"{name}: {getattr(e, name)}")
     for name in ("received_at", "due_at", "lease_until", "finished_at", "last_duplicate_at"):

@@ -194,6 +194,6 @@ def trackers_rebuild(store: str, batch: int, yes: bool, dry_run: bool) -> None:
     def progress(applied: int) -> None:
         click.echo(f"\rapplied {applied} notifications...", nl=False, err=True)
 
-    count = tracking_call(store, lambda t: t.rebuild(batch=batch, progress=progress))
+    count = tracking_call(store, lambda t: t.rebuild(batch=batch, progress=progress), write=True)
     click.echo(err=True)
     click.echo(f"rebuilt the trackers from {count} notifications")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 from ..idempotency import key_and_slot
 from ..projections import Projection, Projections
+from ._store import Mode, StoreURL
 
 if TYPE_CHECKING:
     import sqlite3
@@ -48,11 +49,13 @@ __all__ = [
     "Inbox",
     "InboxStats",
     "Incoming",
+    "Mode",
     "OutboxInbox",
     "ReceiveInbox",
     "Rejection",
     "Selection",
     "State",
+    "StoreURL",
     "Tally",
     "TrackingInbox",
     "decode_entry",
@@ -514,33 +517,29 @@ class Inbox(abc.ABC):
         """
 
 
-def open_inbox(url: str, **options: object) -> Inbox:
-    """Make the inbox a store URL names: ``sqlite:///rel.db``, ``sqlite:////abs.db``, a plain path,
-    ``postgresql://host/db[?schema=NAME]``, or ``memory://``.
+def open_inbox(url: str | StoreURL, **options: object) -> Inbox:
+    """Make the inbox a store URL names (see `StoreURL`): ``sqlite:///relative.db``,
+    ``sqlite:////absolute.db``, a plain path, ``postgresql://host/db[?schema=NAME]``, or
+    ``memory://``; ``mode`` says whether it may be created, written or only read (`Mode`).
 
     Raises:
-        ConfigError: The URL's scheme is not supported.
+        ConfigError: The URL is malformed, or its backend does not take one of ``options``.
     """
-    from ..exceptions import ConfigError
-
-    if url.startswith("memory:"):
+    store = url if isinstance(url, StoreURL) else StoreURL.parse(url)
+    store.check_options(options)
+    if store.scheme == "memory":
         from .memory import MemoryInbox
 
+        options.pop("mode", None)  # a memory store is always new, and always writable
         return MemoryInbox(**options)
-    if url.startswith("sqlite:") or "://" not in url:
+    if store.scheme == "sqlite":
         from .sqlite import SQLiteInbox
 
-        # As SQLAlchemy: sqlite:///relative.db, sqlite:////absolute.db.
-        path = url.removeprefix("sqlite://").removeprefix("/") if "://" in url else url
-        return SQLiteInbox(path, **options)  # type: ignore[arg-type]
-    if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresInbox
+        assert store.path is not None
+        return SQLiteInbox(store.path, **options)  # type: ignore[arg-type]
+    from .postgres import PostgresInbox
 
-        return PostgresInbox(url, **options)  # type: ignore[arg-type]
-    scheme = url.split("://", 1)[0]
-    raise ConfigError(
-        f"unsupported store {scheme!r}: use sqlite:///PATH, postgresql://... or memory://"
-    )
+    return PostgresInbox(store.url, **options)  # type: ignore[arg-type]
 
 
 from ._roles import AdminInbox, DeliveryInbox, OutboxInbox, ReceiveInbox, TrackingInbox  # noqa: E402

@@ -170,8 +170,12 @@ class SQLInbox(Inbox):
         self, fn: Callable[[Any], T], *, wakes: bool = False, bounded: bool = False
     ) -> T:
         if self._writer is None:
-            raise InboxUnavailable(f"the inbox {self._name} is not open")
+            raise InboxUnavailable(self._unwritable())
         return await self._writer.write(fn, wakes=wakes, bounded=bounded)
+
+    def _unwritable(self) -> str:
+        """Why writes fail while the store has no writer."""
+        return f"the inbox {self._name} is not open"
 
     def _before_commit(self, conn: Any) -> None:
         if self._tracked:

@@ -42,6 +42,7 @@ from ._postgres_sql import (
     where,
 )
 from ._sqlbase import SQLInbox, entry, slot_digest
+from ._store import Mode
 
 if TYPE_CHECKING:
     import sqlite3
@@ -69,8 +70,10 @@ class PostgresInbox(SQLInbox):
             transaction; beyond, they fail at once with `InboxUnavailable` (None: no bound).
         db_timeout: Seconds a write transaction, a statement or a silent connection may take
             before the write fails with `InboxUnavailable` (answer 503); None: no bound.
-        **options: `Inbox` options (``dedupe_window``, ``clock``). SQLite's options
-            (``synchronous``, ``exclusive``) are accepted and mean nothing here.
+        mode: ``read`` opens no writer connection, and every write raises
+            `InboxUnavailable`; ``create`` and ``write`` are alike (``iotpush db upgrade``
+            makes the schema, never opening an inbox).
+        **options: `Inbox` options (``dedupe_window``, ``clock``).
     """
 
     def __init__(
@@ -82,8 +85,7 @@ class PostgresInbox(SQLInbox):
         pool_size: int = 4,
         max_pending: int | None = None,
         db_timeout: float | None = None,
-        synchronous: str | None = None,
-        exclusive: bool = False,
+        mode: Mode = "create",
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -95,12 +97,18 @@ class PostgresInbox(SQLInbox):
         self.pool_size = pool_size
         self.max_pending = max_pending
         self.db_timeout = db_timeout
+        self.mode = mode
         self._outbox_filled = False  # the transaction added outbox rows
         self._pool: Any = None
 
     @property
     def _name(self) -> str:
         return self.target.shown
+
+    def _unwritable(self) -> str:
+        if self.mode == "read":
+            return f"the inbox {self.target.shown} is open read-only"
+        return super()._unwritable()
 
     def _q(self, sql: str) -> str:
         return translate(sql)
@@ -116,11 +124,19 @@ class PostgresInbox(SQLInbox):
     # connections ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._writer is not None:
+        if self._writer is not None or self._pool is not None:
             return
         from . import _migrations
 
         self._work = asyncio.Event()
+        if self.mode == "read":
+            self._pool = await asyncio.to_thread(self._open_pool)
+            try:
+                await self._read(lambda conn: _migrations.require_current_postgres(conn, self.url))
+            except BaseException:
+                await self.close()
+                raise
+            return
         writer = GroupCommit(
             self.target,
             max_batch=self.max_batch,

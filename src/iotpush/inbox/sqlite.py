@@ -2,13 +2,15 @@
 
 Writes share transactions (see `_groupcommit`); reads run in worker threads on their own
 connections, which WAL lets proceed during writes. One server uses a file at a time (a lock
-file says so); operator commands may open it alongside.
+file says so); operator commands may open it alongside, read-only when they only look (see
+`_sqlite_open` for what creates a store and how a read-only open works on a read-only or full
+disk). A server that cannot open its file because the disk is full or failing starts anyway:
+it answers 503 and opens the file as soon as it can.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
@@ -21,8 +23,8 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from ..exceptions import ConfigError, InboxError, InboxUnavailable
-from . import Accepted, Entry, Incoming, Selection, _migrations, log_takeover
+from ..exceptions import ConfigError, InboxError
+from . import Accepted, Entry, Incoming, Selection, _migrations, _sqlite_open, log_takeover
 from ._groupcommit import GroupCommit
 from ._sqlbase import COLUMNS, SQLInbox, entry, slot_digest
 from ._sqlite_sql import (
@@ -36,6 +38,7 @@ from ._sqlite_sql import (
     SLOT,
     where,
 )
+from ._store import Mode
 
 __all__ = ["SQLiteInbox"]
 
@@ -69,6 +72,8 @@ class SQLiteInbox(SQLInbox):
         max_batch: The most operations one transaction commits.
         max_pending: The most receive-path writes (`append`, `quarantine`) queued for the next
             transaction; beyond, they raise `InboxUnavailable` at once (None: no bound).
+        mode: ``create`` the file (and its folder) if missing; ``write`` or ``read`` only an
+            existing one (`iotpush.inbox.Mode`); ``read`` writes nothing at all.
         **options: `Inbox` options (``dedupe_window``, ``clock``).
     """
 
@@ -81,9 +86,12 @@ class SQLiteInbox(SQLInbox):
         exclusive: bool = False,
         max_batch: int = 1024,
         max_pending: int | None = None,
+        mode: Mode = "create",
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        if mode not in ("create", "write", "read"):
+            raise ConfigError(f"mode must be create, write or read, not {mode!r}")
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
@@ -94,6 +102,10 @@ class SQLiteInbox(SQLInbox):
         self.exclusive = exclusive
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.mode = mode
+        self._uri: str | None = None  # how connections open the file read-only (mode "read")
+        self._retry: asyncio.Task[None] | None = None  # reopening a store that failed to open
+        self._why = "it is not open"  # why writes fail while `_writer` is None
         self._hot: _Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
         self._lock_file: int | None = None
@@ -109,7 +121,11 @@ class SQLiteInbox(SQLInbox):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
+            self.path if self._uri is None else self._uri,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout,
+            uri=self._uri is not None,
         )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -135,17 +151,37 @@ class SQLiteInbox(SQLInbox):
         return await asyncio.to_thread(run)
 
     async def open(self) -> None:
-        if self._writer is not None:
+        if self._writer is not None or self._retry is not None or self._uri is not None:
             return
         self._work = asyncio.Event()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.mode == "read":
+            self._uri = _sqlite_open.read_uri(self.path)
+            self._why = "it is open read-only"
+            return
+        _sqlite_open.prepare(self.path, self.mode)
         if self.exclusive:
-            self._take_lock()
-        conn: sqlite3.Connection | None = None
+            self._lock_file = _sqlite_open.take_lock(self.path)
+            log.info("the inbox is %s", os.path.abspath(self.path))
         try:
-            conn = self._connect()
+            self._writer = self._start()
+        except sqlite3.Error as exc:
+            if not (self.exclusive and _sqlite_open.transient(exc)):
+                self._drop_lock()
+                raise _sqlite_open.describe(self.path, exc) from None
+            # A full or failing disk may recover: serve, answer 503, and keep trying.
+            self._why = f"it cannot be opened: {exc}"
+            log.error("cannot open the inbox %s (%s): answering 503 until it opens", self.path, exc)
+            self._retry = asyncio.get_running_loop().create_task(self._reopen())
+        except BaseException:
+            self._drop_lock()
+            raise
+
+    def _start(self) -> GroupCommit:
+        conn = self._connect()
+        try:
             conn.execute("PRAGMA journal_mode = WAL")
-            _migrations.migrate_sqlite(conn, str(self.path))
+            for step in _migrations.migrate_sqlite(conn, os.path.abspath(self.path)):
+                log.info("the inbox %s: applied migration %d", self.path, step.version)
             if self.exclusive:  # no other server can hold claims: the last one died or stopped
                 left = conn.execute(
                     "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
@@ -157,14 +193,10 @@ class SQLiteInbox(SQLInbox):
                     )
                 conn.execute("UPDATE outbox SET owner = NULL, lease_until = NULL")
             conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks in a thread
-        except BaseException as exc:
-            if conn is not None:
-                conn.close()
-            self._drop_lock()
-            if isinstance(exc, sqlite3.Error):
-                raise InboxUnavailable(f"cannot open the inbox {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
             raise
-        self._writer = GroupCommit(
+        return GroupCommit(
             conn,
             reconnect=self._connect_writer,
             busy_timeout=self.busy_timeout,
@@ -176,19 +208,30 @@ class SQLiteInbox(SQLInbox):
             after_commit=self._after_commit,
         )
 
+    async def _reopen(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._writer = self._start()
+            except sqlite3.Error as exc:
+                self._why = f"it cannot be opened: {exc}"
+                continue
+            except Exception:
+                log.exception("cannot open the inbox %s", self.path)
+                continue
+            self._retry = None
+            log.warning("the inbox %s is open: accepting notifications again", self.path)
+            if self._work is not None:
+                self._work.set()
+            return
+
+    def _unwritable(self) -> str:
+        return f"cannot write the inbox {self.path}: {self._why}"
+
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks in a thread
         return conn
-
-    def _take_lock(self) -> None:
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(f"another iotpush server is using {self.path}") from None
-        self._lock_file = fd
 
     def _drop_lock(self) -> None:
         if self._lock_file is not None:
@@ -196,6 +239,11 @@ class SQLiteInbox(SQLInbox):
             self._lock_file = None
 
     async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+            self._retry = None
+        self._uri = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = None

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...exceptions import ConfigError
+from .._store import StoreURL
 from . import m0001_initial
 
 __all__ = [
@@ -102,17 +103,18 @@ def backend(url: str) -> Backend:
     """Which backend a store URL names.
 
     Raises:
-        ConfigError: The store has no schema (``memory://``) or the scheme is unknown.
+        ConfigError: The URL is malformed, or the store has no schema (``memory://``).
     """
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgres"
-    if url.startswith("sqlite:") or "://" not in url:
-        return "sqlite"
-    raise ConfigError(f"{url.split('://', 1)[0]}:// has no schema to upgrade")
+    store = StoreURL.parse(url)
+    if store.scheme == "memory":
+        raise ConfigError(f"{url.split('://', 1)[0]}:// has no schema to upgrade")
+    return store.scheme
 
 
 def _sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite://").removeprefix("/") if "://" in url else url)
+    path = StoreURL.parse(url).path
+    assert path is not None
+    return path
 
 
 def _status(url: str, which: Backend, current: int) -> SchemaStatus:
@@ -167,8 +169,13 @@ def status(url: str) -> SchemaStatus:
     path = _sqlite_path(url)
     if not path.exists():
         return _status(url, which, 0)
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    from .._sqlite_open import read_only
+
+    _, conn = read_only(path)
+    try:
         return _status(url, which, sqlite_version(conn))
+    finally:
+        conn.close()
 
 
 def upgrade(url: str, *, to: int = LATEST) -> list[Migration]:
@@ -214,11 +221,19 @@ def upgrade(url: str, *, to: int = LATEST) -> list[Migration]:
 
 
 def _upgrade_sqlite(url: str, to: int) -> list[Migration]:
+    from .._sqlite_open import describe, prepare
+
     path = _sqlite_path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, isolation_level=None, timeout=5.0) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        return migrate_sqlite(conn, str(path), to=to)
+    prepare(path, "create")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return migrate_sqlite(conn, str(path), to=to)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise describe(path, exc) from None
 
 
 def migrate_sqlite(conn: sqlite3.Connection, name: str, *, to: int = LATEST) -> list[Migration]:
@@ -280,7 +295,7 @@ def require_current(url: str) -> None:
         ConfigError: The schema needs ``iotpush db upgrade`` (the message says so).
         InboxUnavailable: The database cannot be reached.
     """
-    if not url.startswith(("postgresql://", "postgres://")):
+    if StoreURL.parse(url).scheme != "postgres":
         return
     from .._postgres_db import parse_url
 
@@ -293,8 +308,4 @@ def require_current(url: str) -> None:
 
 def shown(url: str) -> str:
     """The store URL as messages show it: without a password."""
-    if not url.startswith(("postgresql://", "postgres://")):
-        return url
-    from .._postgres_db import parse_url
-
-    return parse_url(url).shown
+    return StoreURL.parse(url).shown
