@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import sqlite3
@@ -21,6 +22,7 @@ import iotpush
 from iotpush import App, Config, Inbox, Notification, Receiver, create_app
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
+from tests._inbox import BACKENDS, FakeClock, InboxFactory
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec" / "examples"
 EXAMPLES: dict[str, bytes] = {p.stem: p.read_bytes() for p in sorted(EXAMPLES_DIR.glob("*.json"))}
@@ -154,6 +156,36 @@ def service_missing(message: str) -> NoReturn:
     if os.environ.get("IOTPUSH_REQUIRE_SERVICES") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+# the inbox contract -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=BACKENDS, ids=BACKENDS)
+def inbox_factory(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> InboxFactory:
+    """``inbox_factory(**options)``: a new, unopened inbox of the backend under test."""
+    from iotpush.server import PROJECTIONS
+
+    files = itertools.count()
+
+    def make(**options: Any) -> Inbox:
+        options.setdefault("clock", clock)
+        options.setdefault("projections", PROJECTIONS)
+        if request.param == "memory":
+            return MemoryInbox(**options)
+        if request.param == "postgres":  # a fresh schema of the test server, migrated
+            from iotpush.inbox.postgres import PostgresInbox
+
+            return PostgresInbox(request.getfixturevalue("postgres_store"), **options)
+        n = next(files)
+        return SQLiteInbox(tmp_path / ("inbox.db" if n == 0 else f"inbox-{n}.db"), **options)
+
+    return make
 
 
 # PostgreSQL ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from iotpush.inbox import Selection, Tally
-from tests.test_inbox_contract import (  # the backend fixtures, shared with the contract suite
+from tests._inbox import (  # shared with the contract suite, whose fixtures are in conftest
     LEASE,
     POPULATION,
     SELECTION_IDS,
@@ -19,8 +19,6 @@ from tests.test_inbox_contract import (  # the backend fixtures, shared with the
     FakeClock,
     InboxFactory,
     append_all,
-    clock,  # noqa: F401
-    inbox_factory,  # noqa: F401
     incoming,
     populate,
     rejection,
@@ -30,8 +28,8 @@ from tests.test_inbox_contract import (  # the backend fixtures, shared with the
 
 @pytest.mark.parametrize(("spec", "matching"), SELECTIONS, ids=SELECTION_IDS)
 def test_tally_selection_counts_the_matching_entries_by_type_and_state(
-    inbox_factory: InboxFactory,  # noqa: F811
-    clock: FakeClock,  # noqa: F811
+    inbox_factory: InboxFactory,
+    clock: FakeClock,
     spec: dict[str, Any],
     matching: list[str],
 ) -> None:
@@ -49,8 +47,8 @@ def test_tally_selection_counts_the_matching_entries_by_type_and_state(
 
 @pytest.mark.parametrize(("spec", "matching"), SELECTIONS, ids=SELECTION_IDS)
 def test_tally_of_replayable_counts_what_replay_then_takes(
-    inbox_factory: InboxFactory,  # noqa: F811
-    clock: FakeClock,  # noqa: F811
+    inbox_factory: InboxFactory,
+    clock: FakeClock,
     spec: dict[str, Any],
     matching: list[str],
 ) -> None:
@@ -90,8 +88,8 @@ def test_tally_sums_by_state_and_by_type() -> None:
 
 
 def test_purgeable_counts_what_purge_deletes_not_unpublished_or_open_ones(
-    inbox_factory: InboxFactory,  # noqa: F811
-    clock: FakeClock,  # noqa: F811
+    inbox_factory: InboxFactory,
+    clock: FakeClock,
 ) -> None:
     async def scenario() -> tuple[Tally, int, Tally]:
         async with inbox_factory(outbox=[SINK]) as inbox:
@@ -117,8 +115,8 @@ def test_purgeable_counts_what_purge_deletes_not_unpublished_or_open_ones(
 
 
 def test_purge_quarantine_deletes_refused_bodies_received_before_and_no_entry(
-    inbox_factory: InboxFactory,  # noqa: F811
-    clock: FakeClock,  # noqa: F811
+    inbox_factory: InboxFactory,
+    clock: FakeClock,
 ) -> None:
     async def scenario() -> tuple[int, int, int, list[int], int, int]:
         async with inbox_factory() as inbox:

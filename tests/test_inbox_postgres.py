@@ -25,8 +25,8 @@ from iotpush.cli import main
 from iotpush.exceptions import ConfigError, InboxUnavailable
 from iotpush.inbox import Entry, _migrations, open_inbox
 from iotpush.inbox.postgres import PostgresInbox
+from tests._inbox import FakeClock, incoming
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, run, running, wait_until
-from tests.test_inbox_contract import FakeClock, incoming
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON = {"content-type": "application/json"}

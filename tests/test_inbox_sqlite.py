@@ -15,8 +15,8 @@ from iotpush.exceptions import ConfigError, InboxUnavailable
 from iotpush.inbox import Accepted, Entry, Incoming, Selection, open_inbox
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
+from tests._inbox import LEASE, RECEIVE, FakeClock, incoming
 from tests.conftest import run
-from tests.test_inbox_contract import LEASE, RECEIVE, FakeClock, incoming
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ from iotpush.inbox import Entry
 from iotpush.inbox.sqlite import SQLiteInbox
 from iotpush.sinks import Publisher, open_sink
 from iotpush.sinks.nats import NatsSink, headers, message_id, subject, token
+from tests._inbox import FakeClock, incoming
 from tests._servers import Server, free_port, post_all, pushes, rows, serve
 from tests.conftest import EXAMPLES, Recorder, example_path, running, service_missing, wait_until
-from tests.test_inbox_contract import FakeClock, incoming
 
 NATS_URL = os.environ.get("IOTPUSH_TEST_NATS", "nats://127.0.0.1:4222")
 JSON = {"content-type": "application/json"}
