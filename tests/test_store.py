@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from iotpush.exceptions import ConfigError
-from iotpush.inbox import StoreURL, open_inbox
+from iotpush import decode
+from iotpush.exceptions import ConfigError, InboxUnavailable
+from iotpush.inbox import Incoming, StoreURL, open_inbox
+from iotpush.server import open_inbox as open_with_trackers
 from tests._servers import ROOT, free_port, serve
 from tests.conftest import EXAMPLES, RECEIVE, run
 
@@ -183,9 +185,6 @@ def fill(disk: Path) -> Path:
 
 def kept(store: str, count: int) -> None:
     """Put ``count`` pushes into ``store`` (a server's work, done in process), then close it."""
-    from iotpush import decode
-    from iotpush.inbox import Incoming
-    from iotpush.server import open_inbox as open_with_trackers
 
     async def fill_store() -> None:
         async with open_with_trackers(store) as inbox:
@@ -258,3 +257,21 @@ def test_serve_on_a_full_disk_starts_answers_503_and_recovers_when_space_returns
                 time.sleep(0.2)
                 answer = httpx.post(server.url + RECEIVE, content=PUSH, headers=JSON, timeout=30)
             assert answer.status_code == 200, server.output()
+
+
+def test_postgres_read_only_inbox_reads_and_refuses_writes(postgres_store: str) -> None:
+    item = Incoming.from_notification(
+        decode(PUSH), body=PUSH, path=RECEIVE, headers={}, received_at=time.time()
+    )
+
+    async def scenario() -> int:
+        async with open_with_trackers(postgres_store, mode="read") as inbox:
+            stats = await inbox.stats()
+            with pytest.raises(InboxUnavailable, match="is open read-only"):
+                await inbox.append(item)
+            return stats.total
+
+    assert run(scenario()) == 0
+    done = iotpush("inbox", "stats", "--store", postgres_store)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("entries: 0")
