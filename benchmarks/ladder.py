@@ -201,7 +201,8 @@ async def through_app(workdir: Path, warm: list[Request], reqs: list[Request], *
         store = f"sqlite:///{workdir / 'app-dispatch.db'}"
         app = create_app(Config(receiver=receiver, store=store, log_level="warning"))
     else:
-        app = App(SQLiteInbox(workdir / "app.db", exclusive=True))
+        inbox = SQLiteInbox(workdir / "app.db", exclusive=True, projections=PROJECTIONS)
+        app = App(inbox)
     client = Client(app)
     await client.lifespan("startup")
     try:
