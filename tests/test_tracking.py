@@ -57,7 +57,8 @@ def nb(command_id: str, device_id: str, code: str) -> Notification:
 
 @contextlib.asynccontextmanager
 async def opened(store: str, clock: Callable[[], float]) -> AsyncIterator[Tracking]:
-    async with open_inbox(store, synchronous="OFF") as inbox:
+    options = {"synchronous": "OFF"} if store.startswith("sqlite:") else {}  # SQLite's only
+    async with open_inbox(store, **options) as inbox:
         yield Tracking(inbox, clock=clock, poll_interval=0.01)
 
 
