@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from ..projections import Projections
-    from . import Accepted, Entry, InboxStats, Incoming, Rejection, Selection
+    from . import Accepted, Entry, InboxStats, Incoming, Rejection, Selection, Tally
 
 __all__ = ["AdminInbox", "DeliveryInbox", "OutboxInbox", "ReceiveInbox", "TrackingInbox"]
 
@@ -92,6 +92,8 @@ class TrackingInbox(Protocol):
         self, selection: Selection, *, limit: int = 100, after: int = 0
     ) -> list[Entry]: ...
 
+    async def tally(self, selection: Selection, *, after: int = 0) -> Tally: ...
+
 
 class AdminInbox(Protocol):
     """The operator commands' part: look, replay, purge."""
@@ -104,9 +106,19 @@ class AdminInbox(Protocol):
 
     async def stats(self) -> InboxStats: ...
 
+    async def tally(self, selection: Selection, *, after: int = 0) -> Tally: ...
+
     async def replay(self, selection: Selection) -> int: ...
 
+    async def purgeable(self, before: float) -> Tally: ...
+
     async def purge(
+        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+    ) -> int: ...
+
+    async def count_quarantined(self, before: float | None = None) -> int: ...
+
+    async def purge_quarantine(
         self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
     ) -> int: ...
 
