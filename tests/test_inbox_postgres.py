@@ -1,6 +1,6 @@
 """What only the PostgreSQL inbox does: migrations, several processes on one database, outages.
 
-The contract every backend keeps is `tests.test_inbox_contract` (PostgreSQL runs it too). Here:
+The contract every backend keeps is ``tests/test_inbox_contract_*.py`` (PostgreSQL too). Here:
 ``iotpush db upgrade`` and ``status``, a server refusing an unmigrated schema, two inboxes on one
 database (two processes) claiming at once, a dead process's claims, dedupe across processes, and
 the 503 when the database cannot be reached.

@@ -7,7 +7,7 @@ An entry's life::
                   │                  └──dead──> dead                          │
                   └──── lease expired / release / replay (from done or dead) ─┘
 
-Backends implement `Inbox`; all pass the same contract suite (``tests/test_inbox_contract.py``).
+Backends implement `Inbox`; all pass one contract suite (``tests/test_inbox_contract_*.py``).
 An attempt counts when `Inbox.begin` records it, just before a handler starts: claiming and
 giving back cost no attempt, so an entry that never reached a handler is never charged.
 ``claim`` keeps per-device order: it never hands out an entry while an earlier entry of the same
