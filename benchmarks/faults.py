@@ -5,7 +5,8 @@ steady rate from a client on loopback while it is killed with SIGKILL every few 
 started again; then the pushes stop, one last server delivers what is left, and the campaign
 counts, for each store:
 
-- acknowledged: pushes answered 200;
+- acknowledged: pushes answered 200; refused: answered otherwise (503 while the store was busy
+  or down); the rest got no answer (the server was down or starting);
 - stored: acknowledged pushes the inbox keeps;
 - delivered: acknowledged pushes whose handler returned at least once;
 - delivered twice: pushes whose handler returned more than once (at least once allows it: a
@@ -68,6 +69,7 @@ class Figures:
     kills: int
     sent: int
     acknowledged: int
+    refused: int
     stored: int
     delivered: int
     delivered_twice: int
@@ -93,7 +95,8 @@ def _free_port() -> int:
 
 
 def _start(store: str, port: int, ledger: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LEDGER": str(ledger), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "LEDGER": str(ledger), "PYTHONPATH": path}
     command = [
         sys.executable, "-m", "iotpush.cli", "serve", "benchmarks.faults:receiver",
         "--port", str(port), "--store", store, "--log-level", "warning", "--lease", "5",
@@ -112,7 +115,13 @@ def _start(store: str, port: int, ledger: Path, log: Path) -> subprocess.Popen[b
 
 
 async def _pushing(
-    port: int, rate: float, devices: int, stop: asyncio.Event, acked: set[str], sent: list[int]
+    port: int,
+    rate: float,
+    devices: int,
+    stop: asyncio.Event,
+    acked: set[str],
+    sent: list[int],
+    refused: list[int],
 ) -> None:
     """Post distinct pushes at ``rate`` a second until ``stop``; a refused push is not resent."""
     limits = httpx.Limits(max_connections=16)
@@ -125,6 +134,8 @@ async def _pushing(
                                            headers=JSON)  # fmt: skip
                 if answer.status_code == 200:
                     acked.add(key)
+                else:
+                    refused.append(answer.status_code)
 
         started, i = time.monotonic(), 0
         while not stop.is_set():
@@ -160,11 +171,12 @@ def campaign(store: str, *, kills: int, interval: float, rate: float, devices: i
     port = _free_port()
     acked: set[str] = set()
     sent: list[int] = []
+    refused: list[int] = []
     began = time.monotonic()
 
     async def run() -> None:
         stop = asyncio.Event()
-        pusher = asyncio.create_task(_pushing(port, rate, devices, stop, acked, sent))
+        pusher = asyncio.create_task(_pushing(port, rate, devices, stop, acked, sent, refused))
         for _ in range(kills):
             process = await asyncio.to_thread(_start, store, port, ledger, log)
             await asyncio.sleep(interval)
@@ -194,6 +206,7 @@ def campaign(store: str, *, kills: int, interval: float, rate: float, devices: i
         kills=kills,
         sent=sent[0],
         acknowledged=len(acked),
+        refused=len(refused),
         stored=len(acked & stored),
         delivered=len(acked & set(done)),
         delivered_twice=sum(count > 1 for count in done.values()),
