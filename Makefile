@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats bench-console clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-pg: $(STAMP)  ## iotpush on PostgreSQL, one process and two sharing the po
 
 bench-nats: $(STAMP)  ## iotpush with and without the NATS JetStream sink, vs bare ASGI
 	$(PY) benchmarks/run.py --configs iotpush,iotpush-nats,baseline
+
+bench-console: $(STAMP)  ## the console's pages on a store of 1M entries: p50 and p99
+	$(PY) -m benchmarks.console --entries 1000000 --rounds 300
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300

@@ -40,6 +40,21 @@ def test_ladder_small_run_prints_every_step() -> None:
     assert all(float(value) > 0 for _, value in steps)
 
 
+def test_console_bench_small_store_prints_every_page(tmp_path: Path) -> None:
+    from benchmarks import console
+
+    results = tmp_path / "console.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.console", "--entries", "3000", "--rounds", "2",
+         "--store", str(tmp_path / "bench.db"), "--results", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pages = json.loads(results.read_text())["pages"]
+    assert list(pages) == list(console.PAGES)
+    assert all(page["p99_ms"] >= page["p50_ms"] > 0 for page in pages.values())
+
+
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
     [

@@ -21,8 +21,6 @@ __all__ = ["PAGE", "ROUTES", "page_size", "pretty"]
 PAGE: Final = 50
 MAX_PAGE: Final = 200
 """No page reads more rows than this."""
-COUNT_CAP: Final = 10_000
-"""Dead entries counted before a bulk replay: beyond, the page says "more than"."""
 
 
 def page_size(request: Request) -> int:
@@ -149,18 +147,9 @@ async def replay(console: Console, request: Request) -> Response:
 
 
 async def confirm_replay_dead(console: Console, request: Request) -> Response:
-    selection = _selection(console, request, dead_only=True)
-    count, after = 0, 0
-    while count < COUNT_CAP:
-        batch = await console.inbox.find(selection, limit=1000, after=after)
-        count += len(batch)
-        if len(batch) < 1000:
-            break
-        after = batch[-1].id
+    tally = await console.inbox.tally(_selection(console, request, dead_only=True))
     filters = {k: v for k, v in _filters(request).items() if k != "state"}
-    return console.render(
-        request, "replay_dead.html", count=count, more=count >= COUNT_CAP, filters=filters
-    )
+    return console.render(request, "replay_dead.html", count=tally.total, filters=filters)
 
 
 async def replay_dead(console: Console, request: Request) -> Response:

@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed';
 CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
     WHERE state IN ('pending', 'claimed');
+CREATE INDEX IF NOT EXISTS inbox_device ON inbox (device, id);
+CREATE INDEX IF NOT EXISTS inbox_dead ON inbox (id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

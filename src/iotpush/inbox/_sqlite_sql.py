@@ -47,6 +47,8 @@ CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS inbox_claimed ON inbox (owner) WHERE state = 'claimed';
 CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
     WHERE state IN ('pending', 'claimed');
+CREATE INDEX IF NOT EXISTS inbox_device ON inbox (device, id);
+CREATE INDEX IF NOT EXISTS inbox_dead ON inbox (id) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at REAL NOT NULL,
