@@ -19,7 +19,8 @@ import pytest
 import uvicorn
 
 import iotpush
-from iotpush import App, Config, Inbox, Notification, Receiver, create_app
+from iotpush import Config, Inbox, Notification, Receiver, Server, create_app
+from iotpush.events import Event, Events
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
 from tests._inbox import BACKENDS, FakeClock, InboxFactory
@@ -43,6 +44,22 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+class Tally:
+    """Every event emitted from now on, and counts of them: ``tally(Refused, status=403)``."""
+
+    def __init__(self, events: Events) -> None:
+        self.seen: list[Event] = []
+        events.subscribe(self.seen.append)
+
+    def __call__(self, kind: type, **match: object) -> int:
+        """How many events of ``kind`` with these members were emitted."""
+        return sum(
+            1
+            for event in list(self.seen)
+            if type(event) is kind and all(getattr(event, k) == v for k, v in match.items())
+        )
 
 
 class Recorder(Receiver):
@@ -98,11 +115,11 @@ def db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def serve(db: str) -> Callable[..., contextlib.AbstractContextManager[tuple[str, App]]]:
-    """``with serve(receiver, **config) as (url, app)``: a real server on a fresh SQLite file."""
+def serve(db: str) -> Callable[..., contextlib.AbstractContextManager[tuple[str, Server]]]:
+    """``with serve(receiver, **config) as (url, server)``: a real server on a fresh SQLite file."""
 
     @contextlib.contextmanager
-    def start(receiver: Receiver | None = None, **options: Any) -> Iterator[tuple[str, App]]:
+    def start(receiver: Receiver | None = None, **options: Any) -> Iterator[tuple[str, Server]]:
         options.setdefault("store", db)
         options.setdefault("backoff", 0.05)
         app = create_app(Config(receiver=receiver or Recorder(), **options))
@@ -272,6 +289,7 @@ __all__ = [
     "EXAMPLES",
     "RECEIVE",
     "Recorder",
+    "Tally",
     "example_path",
     "iotpush",
     "postgres_schema",

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from iotpush import DeviceDataChanged, Receiver
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, example_path, quarantined, wait_until
+from iotpush.events import Received, Refused
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, example_path, quarantined, wait_until
 
 JSON = {"content-type": "application/json"}
 
@@ -48,12 +49,13 @@ def test_bad_input_answered_with_field_path_and_quarantined(
 ) -> None:  # fmt: skip
     recorder = Recorder()
     with serve(recorder) as (url, app):
+        tally = Tally(app.events)
         response = httpx.post(url + path, content=body, headers={"content-type": content_type})
     assert response.status_code == status
     answer = response.json()
     assert answer["path"] == field
     assert reason in answer["error"]
-    assert app.counters[str(status)] == 1
+    assert tally(Refused, status=status, path=field, route=path) == 1
     [kept] = quarantined(db)
     assert (kept.body, kept.status, kept.path, kept.field) == (body, status, path, field)
     assert kept.headers["content-type"] == content_type
@@ -136,6 +138,7 @@ def test_duplicate_push_answered_ok_and_delivered_once(serve: Callable[..., Any]
     body = EXAMPLES["19-nbCommandStatusChanged"]
     pretty_again = json.dumps(json.loads(body), indent=4).encode()
     with serve(recorder) as (url, app):
+        tally = Tally(app.events)
         first = httpx.post(url + RECEIVE + "/cmd", content=body)
         second = httpx.post(url + RECEIVE + "/cmd", content=pretty_again)
         recorder.wait_for(1)
@@ -143,7 +146,7 @@ def test_duplicate_push_answered_ok_and_delivered_once(serve: Callable[..., Any]
         recorder.wait_for(2)
     assert [first.status_code, second.status_code, other.status_code] == [200, 200, 200]
     assert [n.notify_type for n in recorder.seen] == ["nbCommandStatusChanged", "deviceDeleted"]
-    assert app.counters["duplicate"] == 1
+    assert (tally(Received, duplicate=True), tally(Received, duplicate=False)) == (1, 2)
 
 
 def test_unexpected_failure_while_accepting_is_503_kept_and_not_acknowledged(

@@ -16,9 +16,9 @@ from iotpush.console import Console
 from iotpush.console._auth import COOKIE, SESSION_SECONDS, Guard
 from iotpush.console._live import MINUTES, Live
 from iotpush.console._overview import chart
-from iotpush.events import Events, Received, Refused
+from iotpush.events import Answered, Events, Received
 from iotpush.trackers.effects import effects
-from tests.conftest import RECEIVE, run
+from tests.conftest import run
 from tests.test_tracking import incoming
 
 TOKEN = "console-token-0123456789"
@@ -223,13 +223,14 @@ def received(
     return Received(entry_id, kind, "meter-1", duplicate, at)
 
 
-def test_live_counts_received_and_refused_events() -> None:
+def test_live_counts_received_events_and_refused_answers() -> None:
     events, clock = Events(), Clock()
     live = Live(events, clock)
     events.emit(received(1, clock.now))
     events.emit(received(1, clock.now, duplicate=True))
     for _ in range(3):
-        events.emit(Refused("invalid", 400, "expected str", "$.deviceId", RECEIVE))
+        events.emit(Answered(200, 0.001, clock.now))  # the answers of accepted pushes count not
+        events.emit(Answered(400, 0.001, clock.now))
     assert (live.accepted, live.duplicates, live.refused, live.refusals_in_a_row) == (1, 1, 3, 3)
     events.emit(received(2, clock.now))
     assert live.refusals_in_a_row == 0 and live.last_push_at == clock.now

@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from iotpush import Config, create_app
+from iotpush.events import Refused
 from tests._servers import JSON, free_port, ledger_lines, post_all, pushes, rows, serve_ledger
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, running, wait_until
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, running, wait_until
 
 
 @pytest.mark.slow
@@ -66,6 +67,7 @@ def test_server_answers_503_while_the_inbox_is_locked_and_the_retry_is_delivered
     db = tmp_path / "inbox.db"
     recorder = Recorder()
     app = create_app(Config(receiver=recorder, store=f"sqlite:///{db}", busy_timeout=0.2))
+    tally = Tally(app.events)
     body = EXAMPLES["04-deviceDataChanged"]
     with running(app) as url:
         with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as lock:
@@ -86,7 +88,7 @@ def test_server_answers_503_while_the_inbox_is_locked_and_the_retry_is_delivered
         "error": "the inbox cannot persist the notification now; retry",
         "path": "$",
     }
-    assert app.counters["503"] == 1
+    assert tally(Refused, reason="unavailable", status=503) == 1
     assert len(recorder.seen) == 1
     assert recorder.seen[0].raw == body
 

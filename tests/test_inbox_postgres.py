@@ -22,11 +22,12 @@ from click.testing import CliRunner
 
 from iotpush import Config, create_app
 from iotpush.cli import main
+from iotpush.events import Refused
 from iotpush.exceptions import ConfigError, InboxUnavailable
 from iotpush.inbox import Entry, _migrations, open_inbox
 from iotpush.inbox.postgres import PostgresInbox
 from tests._inbox import FakeClock, incoming
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, run, running, wait_until
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, run, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON = {"content-type": "application/json"}
@@ -323,6 +324,7 @@ def test_server_answers_503_when_its_connection_is_lost_then_reconnects(
 
     recorder = Recorder()
     app = create_app(Config(receiver=recorder, store=postgres_store))
+    tally = Tally(app.events)
     body = EXAMPLES["04-deviceDataChanged"]
     with running(app) as url:
         first = httpx.post(url + RECEIVE, content=body, headers=JSON, timeout=10)
@@ -347,7 +349,7 @@ def test_server_answers_503_when_its_connection_is_lost_then_reconnects(
     assert lost.status_code == 503
     assert lost.headers["retry-after"] == "5"
     assert again.status_code == 200
-    assert app.counters["503"] == 1
+    assert tally(Refused, reason="unavailable", status=503) == 1
     assert [n.raw for n in recorder.seen] == [body, retried]
 
 

@@ -28,9 +28,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from iotpush import Config, create_app
 from iotpush._jsonlimits import JSONLimits, Violation
 from iotpush._slowclients import with_header_timeout
+from iotpush.events import Received, Refused
 from iotpush.inbox.sqlite import SQLiteInbox
 from iotpush.server import uvicorn_options
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, quarantined, running, wait_until
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, quarantined, running, wait_until
 
 JSON = {"content-type": "application/json"}
 BODY = EXAMPLES["04-deviceDataChanged"]
@@ -110,6 +111,7 @@ def test_server_body_beyond_a_json_bound_is_400_naming_path_and_bound_and_quaran
     recorder = Recorder()
     limits = {"max_depth": 4, "max_members": 10, "max_string": 1000}
     with serve(recorder, **limits) as (url, app):
+        tally = Tally(app.events)
         refused = httpx.post(url + RECEIVE, content=body, headers=JSON)
         accepted = httpx.post(url + RECEIVE, content=BODY, headers=JSON)
         recorder.wait_for(1)
@@ -118,7 +120,7 @@ def test_server_body_beyond_a_json_bound_is_400_naming_path_and_bound_and_quaran
     assert accepted.status_code == 200
     [kept] = quarantined(db)
     assert (kept.status, kept.reason, kept.field, kept.body) == (400, error, field, body)
-    assert app.counters["400"] == 1
+    assert tally(Refused, reason="too_deep", status=400) == 1
 
 
 # slow clients -------------------------------------------------------------------------------
@@ -153,6 +155,7 @@ def test_server_body_slower_than_body_timeout_is_408_closed_and_quarantined(
     serve: Callable[..., Any], db: str
 ) -> None:
     with serve(body_timeout=0.5) as (url, app), connection(url) as sock:
+        tally = Tally(app.events)
         head = f"POST {RECEIVE} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         sock.sendall(f"{head}content-length: {len(BODY)}\r\n\r\n".encode() + BODY[:10])
         answer = read_until_closed(sock)  # the rest never comes
@@ -167,7 +170,7 @@ def test_server_body_slower_than_body_timeout_is_408_closed_and_quarantined(
     assert alive.status_code == 200
     [kept] = quarantined(db)
     assert (kept.status, kept.body) == (408, BODY[:10])
-    assert app.counters["408"] == 1
+    assert tally(Refused, reason="timeout", status=408) == 1
 
 
 @pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
@@ -175,6 +178,7 @@ def test_server_headers_slower_than_header_timeout_get_the_connection_closed(
     serve: Callable[..., Any], base: type[Any]
 ) -> None:
     app = create_app(Config(receiver=Recorder(), store="memory://"))
+    tally = Tally(app.events)
     with running(app, http=with_header_timeout(base, 0.5)) as url, connection(url) as sock:
         # A request answered in time keeps the connection; the next one, trickled, does not.
         first = health(sock)
@@ -189,7 +193,7 @@ def test_server_headers_slower_than_header_timeout_get_the_connection_closed(
         closed = read_until_closed(sock)
     assert first.startswith(b"HTTP/1.1 200")
     assert closed == b""  # closed, without answering the trickled request
-    assert app.counters["accepted"] == 0
+    assert tally(Received) == 0
 
 
 def cycles_left() -> int:
@@ -285,10 +289,11 @@ def test_server_beyond_max_in_flight_answers_503_at_once_without_reading_the_bod
     recorder = Recorder()
     config = Config(receiver=recorder, store=f"sqlite:///{db}", busy_timeout=20, max_in_flight=3)
     app = create_app(config)
+    tally = Tally(app.events)
     with running(app) as url, ThreadPoolExecutor(8) as pool:
         with locked(db):
             held = [pool.submit(post(url), i) for i in range(3)]
-            wait_until(lambda: app.in_flight == 3, what="3 pushes held by the lock")
+            wait_until(lambda: app.app.in_flight == 3, what="3 pushes held by the lock")
             shed = [post(url)(i) for i in range(3, 8)]  # answered while the lock is still held
             still_held = sum(not f.done() for f in held)
         answers = [f.result() for f in held]
@@ -301,8 +306,8 @@ def test_server_beyond_max_in_flight_answers_503_at_once_without_reading_the_bod
         "path": "$",
     }
     assert [r.status_code for r in answers] == [200] * 3
-    assert app.counters["503-busy"] == 5
-    assert app.in_flight == 0
+    assert tally(Refused, reason="busy", status=503) == 5
+    assert app.app.in_flight == 0
     assert quarantined(f"sqlite:///{db}") == []  # no body was read, nothing kept
 
 
@@ -362,9 +367,10 @@ def test_server_flooded_with_bad_bodies_keeps_quarantine_within_bounds(
 ) -> None:
     bodies = [b'{"notifyType": "nope", "n": %d, "pad": "%s"}' % (i, b"p" * 100) for i in range(30)]
     with serve(quarantine_max_rows=10, quarantine_max_body=40) as (url, app):
+        tally = Tally(app.events)
         answers = [httpx.post(url + RECEIVE, content=b, headers=JSON) for b in bodies]
         # Each refusal is answered before it is kept: wait for the last one to be kept.
-        wait_until(lambda: app.counters["400"] == 30 and app.in_flight == 0)
+        wait_until(lambda: tally(Refused, status=400) == 30 and app.app.in_flight == 0)
         dropped = app.inbox.quarantine_dropped
     kept = quarantined(db)
     assert {r.status_code for r in answers} == {400}

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 from iotpush import Config, ConfigError, create_app, testing
 from iotpush.cli import main
+from iotpush.events import Refused
 from iotpush.server import uvicorn_options
-from tests.conftest import EXAMPLES, RECEIVE, Recorder, running
+from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, running
 
 TOKEN = "t0ken-with-enough-entropy"
 
@@ -106,11 +107,12 @@ def test_query_api_with_tokens_requires_one(db: str, header: str | None, status:
 def test_query_api_off_loopback_without_token_is_refused(db: str) -> None:
     config = Config(receiver=Recorder(), store=db, host="0.0.0.0")
     app = create_app(config)
+    tally = Tally(app.events)
     with running(app) as url:  # served on loopback here, configured as if public
         response = httpx.get(url + "/api/devices")
     assert response.status_code == 403
     assert "--api-token" in response.json()["error"]
-    assert app.counters["api-403"] == 1
+    assert tally(Refused, reason="forbidden", status=403, route="/api/devices") == 1
 
 
 def test_query_api_behind_a_trusted_proxy_without_token_is_refused(db: str) -> None:

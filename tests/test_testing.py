@@ -434,7 +434,7 @@ def test_lifespan_starts_iotpush_app_so_deliver_reaches_handlers() -> None:
         async with testing.lifespan(app):
             response = await testing.deliver(app, testing.build("deviceDeleted", device_id="d9"))
             assert response.status == 200
-            await app.state["dispatcher"].drain()
+            await app.dispatcher.drain()
         assert [n.device_id for n in seen] == ["d9"]
 
     run(main())

@@ -56,7 +56,7 @@ from .models import (
 )
 from .projections import Projection
 from .receiver import Handler, Receiver
-from .server import Config, create_app, open_inbox, run
+from .server import Config, Server, create_app, open_inbox, run
 from .tracking import DeviceView, Tracking
 
 __version__ = "0.1.0"
@@ -112,6 +112,7 @@ __all__ = [
     "Rejection",
     "RuleEvent",
     "Selection",
+    "Server",
     "ServiceData",
     "ServiceInfo",
     "ServiceInfoChanged",

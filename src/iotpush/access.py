@@ -1,9 +1,10 @@
 """Access control on the receive paths: a secret path token, an IP allowlist, signatures.
 
 Each control is optional and independent of the others; the app consults only those configured.
-The checks are plain functions of what arrived (path, peer address, headers, body) and of the time
-the app passes in, so they are tested without a server. A refusal is a `Denial`: which control,
-a sentence for the sender, and the field path it concerns.
+Each is an `AccessControl`: a check ``before`` the body is read (on the path, peer and headers)
+and one ``after`` (on the raw body, at the time the app passes in); both are plain functions of
+what arrived, so they are tested without a server. A refusal is a `Denial`: which control, a
+sentence for the sender, and the field path it concerns.
 
 - `PathToken`: the receive paths live under ``/<token>``; the first path segment is compared in
   constant time.
@@ -23,11 +24,15 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias
+
+from ._asgi import Scope
+from .exceptions import ConfigError
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "MIN_SECRET",
+    "AccessControl",
     "Denial",
     "IPAllowlist",
     "PathToken",
@@ -61,6 +66,23 @@ class Denial:
     field: str = "$"
 
 
+class AccessControl(Protocol):
+    """A check of who may push: before the body is read, and on the raw body after."""
+
+    def before(self, scope: Scope) -> Denial | None:
+        """None if the request may go on, judged by its path, peer and headers."""
+        ...
+
+    def after(self, scope: Scope, body: bytes, now: float) -> Denial | None:
+        """None if the request may go on, judged by its raw ``body`` as well, at ``now``."""
+        ...
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -72,14 +94,14 @@ class PathToken:
         token: At least 16 URL-safe characters (letters, digits and ``- . _ ~``).
 
     Raises:
-        ValueError: The token is too short or holds other characters.
+        ConfigError: The token is too short or holds other characters.
     """
 
     def __init__(self, token: str) -> None:
         if len(token) < MIN_SECRET:
-            raise ValueError(f"a path token must have at least {MIN_SECRET} characters")
+            raise ConfigError(f"a path token must have at least {MIN_SECRET} characters")
         if not _TOKEN.fullmatch(token):
-            raise ValueError("a path token may hold only letters, digits and - . _ ~")
+            raise ConfigError("a path token may hold only letters, digits and - . _ ~")
         self._digest = _digest(token.encode())
 
     def split(self, path: str) -> tuple[bool, str]:
@@ -92,12 +114,22 @@ class PathToken:
         offered = _digest(segment.encode("utf-8", "surrogateescape"))
         return hmac.compare_digest(offered, self._digest), slash + rest
 
+    def before(self, scope: Scope) -> Denial | None:
+        """None if the first segment of the request's path is the token."""
+        if self.split(scope["path"])[0]:
+            return None
+        return Denial("token", "wrong or missing path token")
+
+    def after(self, scope: Scope, body: bytes, now: float) -> Denial | None:
+        """Nothing to check on the body."""
+        return None
+
 
 def parse_network(value: str | Network) -> Network:
     """An IPv4 or IPv6 network in CIDR notation (``10.0.0.0/8``), or one address (a /32, /128).
 
     Raises:
-        ValueError: Not an address or network, or one with host bits set (``10.1.2.3/8``).
+        ConfigError: Not an address or network, or one with host bits set (``10.1.2.3/8``).
     """
     try:
         return ipaddress.ip_network(value)
@@ -105,8 +137,8 @@ def parse_network(value: str | Network) -> Network:
         try:
             loose = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
-        raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
+            raise ConfigError(f"{value!r} is not an IP address or CIDR network") from None
+        raise ConfigError(f"{value!r} has host bits set; did you mean {loose}?") from None
 
 
 def _address(text: str) -> Address:
@@ -136,7 +168,7 @@ class IPAllowlist:
     peer the header is ignored.
 
     Raises:
-        ValueError: An entry is not an IP address or network.
+        ConfigError: An entry is not an IP address or network.
     """
 
     def __init__(
@@ -183,23 +215,31 @@ class IPAllowlist:
             return None
         return Denial("ip", f"{address} is not in the IP allowlist")
 
+    def before(self, scope: Scope) -> Denial | None:
+        """`check` of the request's peer and headers."""
+        return self.check(_peer(scope), scope["headers"])
+
+    def after(self, scope: Scope, body: bytes, now: float) -> Denial | None:
+        """Nothing to check on the body."""
+        return None
+
 
 def decode_secret(secret: str) -> bytes:
     """The HMAC key of a signing secret: ``whsec_`` and base64 (Standard Webhooks), or plain text.
 
     Raises:
-        ValueError: Not base64 after ``whsec_``, or a key shorter than 16 bytes.
+        ConfigError: Not base64 after ``whsec_``, or a key shorter than 16 bytes.
     """
     if secret.startswith(_WHSEC):
         encoded = secret[len(_WHSEC) :]
         try:  # padding is often left off
             key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except binascii.Error:
-            raise ValueError("a whsec_ signing secret must be base64 after the prefix") from None
+            raise ConfigError("a whsec_ signing secret must be base64 after the prefix") from None
     else:
         key = secret.encode()
     if len(key) < MIN_SECRET:
-        raise ValueError(f"a signing secret must hold at least {MIN_SECRET} bytes")
+        raise ConfigError(f"a signing secret must hold at least {MIN_SECRET} bytes")
     return key
 
 
@@ -216,7 +256,7 @@ def sign(secret: str, body: bytes, *, msg_id: str, timestamp: float) -> dict[str
         ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64>``).
 
     Raises:
-        ValueError: A secret `decode_secret` refuses.
+        ConfigError: A secret `decode_secret` refuses.
     """
     seconds = str(int(timestamp))
     signed = b"%s.%s.%s" % (msg_id.encode(), seconds.encode(), body)
@@ -241,16 +281,24 @@ class SignatureVerifier:
         tolerance: How far ``webhook-timestamp`` may be from now, in seconds, either way.
 
     Raises:
-        ValueError: No secret, a secret `decode_secret` refuses, or a tolerance not above 0.
+        ConfigError: No secret, a secret `decode_secret` refuses, or a tolerance not above 0.
     """
 
     def __init__(self, secrets: Iterable[str], tolerance: float = DEFAULT_TOLERANCE) -> None:
         self._keys = tuple(decode_secret(secret) for secret in secrets)
         if not self._keys:
-            raise ValueError("signatures need at least one signing secret")
+            raise ConfigError("signatures need at least one signing secret")
         if not tolerance > 0:
-            raise ValueError("the signature tolerance must be above 0 seconds")
+            raise ConfigError("the signature tolerance must be above 0 seconds")
         self.tolerance = tolerance
+
+    def before(self, scope: Scope) -> Denial | None:
+        """Nothing to check before the body."""
+        return None
+
+    def after(self, scope: Scope, body: bytes, now: float) -> Denial | None:
+        """`verify` the raw body against the request's headers at ``now``."""
+        return self.verify(scope["headers"], body, now)
 
     def verify(self, headers: Headers, body: bytes, now: float) -> Denial | None:
         """None if ``body`` is signed as the headers say, within the tolerance of ``now``."""

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeAlias, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 
+from ._asgi import Receive, Scope, Send, error_body
 from ._when import parse_when
 from .exceptions import EntryNotFound
 from .inbox import Entry
 from .models import NOTIFICATION_TYPES
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord, normalise
-from .trackers.commands import _ALIASES, RANKS
+from .trackers.commands import RANKS, SPELLINGS
 from .trackers.upgrades import CURSOR_PATTERN, parse_cursor
 from .tracking import MAX_VIEW_COMMANDS, DeviceView, Tracking
 
@@ -33,9 +34,6 @@ __all__ = ["Error", "NotificationItem", "Page", "QueryAPI"]
 log = logging.getLogger("iotpush.api")
 
 T = TypeVar("T")
-Scope: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
@@ -82,7 +80,7 @@ _TEXT: Final = {"type": "string", "minLength": 1}  # an empty value is refused
 _PARAMETERS: Final[dict[str, tuple[dict[str, Any], str]]] = {
     "device": (_TEXT, "Only records of this device."),
     "state": (
-        {"type": "string", "enum": [*RANKS, *_ALIASES]},
+        {"type": "string", "enum": list(SPELLINGS)},
         f"Only commands in this state: {', '.join(RANKS)} (SUCCESS, FAIL... accepted too).",
     ),
     "overdue": (
@@ -216,10 +214,6 @@ def _page(items: list[Any], limit: int, cursor: Callable[[Any], object]) -> Page
     return Page(items=items, next=str(cursor(items[-1])) if len(items) == limit else None)
 
 
-def _error(error: str, path: str = "$") -> bytes:
-    return msgspec.json.encode(Error(error=error, path=path))
-
-
 def _body(entry: Entry) -> Any:
     try:
         return msgspec.json.decode(entry.body)
@@ -253,12 +247,12 @@ class QueryAPI:
             status, payload = 200, await self._answer(scope)
             body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
         except _Refused as refused:
-            status, body = refused.status, _error(refused.error, refused.path)
+            status, body = refused.status, error_body(refused.error, refused.path)
             if status == 405:
                 headers.append((b"allow", b"GET, HEAD"))
         except Exception:  # a store that fails or a bug: the client hears 503, the log tells why
             log.exception("query %s failed", scope.get("path"))
-            status, body = 503, _error("the query failed; retry later")
+            status, body = 503, error_body("the query failed; retry later")
             headers.append((b"retry-after", b"5"))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})

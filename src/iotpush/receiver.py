@@ -13,14 +13,21 @@ A `Receiver` only records handlers; the dispatcher calls them (see `iotpush.disp
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import msgspec
+
+from ._context import current_entry
+from .exceptions import ReceiverLoadError
 from .models import NOTIFICATION_TYPES, Notification
 
-__all__ = ["Handler", "Receiver"]
+__all__ = ["Handler", "Receiver", "default_receiver", "load_receiver"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Kind = str | type[Notification]
@@ -129,3 +136,52 @@ class Receiver:
     def __repr__(self) -> str:
         count = sum(map(len, self._by_type.values())) + len(self._any)
         return f"<{type(self).__name__} with {count} handler(s)>"
+
+
+def default_receiver() -> Receiver:
+    """A receiver that writes each notification as one JSON line to standard output."""
+    receiver = Receiver()
+    encode = msgspec.json.encode
+
+    @receiver.on()
+    def log_notification(notification: Notification) -> None:
+        entry = current_entry()
+        line = {
+            "id": entry.id,
+            "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.received_at)),
+            "type": entry.type,
+            "device": entry.device,
+            "body": notification.json,
+        }
+        sys.stdout.buffer.write(encode(line) + b"\n")
+        sys.stdout.flush()
+
+    return receiver
+
+
+def load_receiver(spec: str) -> Receiver:
+    """Import ``MODULE:ATTR``: a `Receiver`, a `Receiver` subclass, or a function returning one.
+
+    The current directory is importable, as with ``uvicorn``.
+
+    Raises:
+        ReceiverLoadError: The module or attribute is missing, or is not a receiver.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ReceiverLoadError(f"expected MODULE:ATTR, got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ReceiverLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        obj: Any = getattr(module, attr)
+    except AttributeError:
+        raise ReceiverLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(obj) and not isinstance(obj, Receiver):  # a Receiver class or a factory
+        obj = obj()
+    if not isinstance(obj, Receiver):
+        raise ReceiverLoadError(f"{spec} is not a Receiver, but {type(obj).__name__}")
+    return obj

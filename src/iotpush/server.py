@@ -6,40 +6,56 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import importlib
 import ipaddress
 import logging
 import socket
 import ssl
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import msgspec
+from typing import Any, Literal, TypeVar
 
 from . import inbox as _inbox
 from . import trackers
-from ._context import current_entry
+from ._asgi import ASGIApp, Receive, Scope, Send
 from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING
 from ._slowclients import with_header_timeout
-from .access import DEFAULT_TOLERANCE, IPAllowlist, PathToken, SignatureVerifier, parse_network
+from .access import (
+    DEFAULT_TOLERANCE,
+    AccessControl,
+    IPAllowlist,
+    Network,
+    PathToken,
+    SignatureVerifier,
+    parse_network,
+)
 from .api import QueryAPI
-from .app import DEFAULT_MAX_BODY, DEFAULT_PATH, DEFAULT_QUARANTINE_MAX_BODY, App
+from .app import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_PATH,
+    DEFAULT_QUARANTINE_MAX_BODY,
+    App,
+    Guard,
+    Mount,
+    NotFound,
+    health,
+    legacy_routes,
+)
+from .auth import BearerAuth
 from .dispatch import Dispatcher
 from .events import Events
-from .exceptions import ConfigError, ReceiverLoadError
+from .exceptions import ConfigError
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, Mode, StoreURL
-from .models import Notification
 from .projections import Projection
-from .receiver import Receiver
+from .receive import Limits
+from .receiver import Receiver, default_receiver, load_receiver
 from .sinks import Publisher, open_sink
 from .tracking import Tracking
 
 __all__ = [
     "PROJECTIONS",
     "Config",
+    "Server",
     "create_app",
     "default_receiver",
     "load_receiver",
@@ -47,6 +63,8 @@ __all__ = [
     "run",
     "uvicorn_options",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_STORE = "sqlite:///iotpush.db"
 
@@ -90,6 +108,9 @@ class Config:
     """Tokens that log in to the console (default: the API tokens)."""
     path_token: str | None = None
     allow_ips: tuple[str, ...] = ()
+    """Clients allowed on every path (none: any); ``api_allow_ips`` replaces it for the API."""
+    api_allow_ips: tuple[str, ...] = ()
+    """Clients allowed on ``/api/`` and ``/openapi.json`` (none: those of ``allow_ips``)."""
     trusted_proxies: tuple[str, ...] = ()
     signing_secrets: tuple[str, ...] = ()
     signature_tolerance: float = DEFAULT_TOLERANCE
@@ -135,7 +156,7 @@ class Config:
             raise ConfigError("--api-token: a token must have at least 16 characters")
         if any(len(token) < 16 for token in self.console_tokens):
             raise ConfigError("--console-token: a token must have at least 16 characters")
-        if self.trusted_proxies and not self.allow_ips:
+        if self.trusted_proxies and not (self.allow_ips or self.api_allow_ips):
             raise ConfigError("--trusted-proxy needs --allow-ip (it only serves the allowlist)")
         if not self.signature_tolerance > 0:
             raise ConfigError("--signature-tolerance must be above 0 seconds")
@@ -162,79 +183,57 @@ def _check_limits(config: Config) -> None:
         raise ConfigError("--keep-alive-timeout must be at least 1 second")
 
 
-def _access_controls(config: Config) -> dict[str, Any]:
-    """The `App` arguments of the receive path's access controls that ``config`` turns on.
+@dataclass(frozen=True)
+class _Controls:
+    """The access controls ``config`` turns on."""
+
+    path_token: PathToken | None
+    allowlist: IPAllowlist | None
+    api_allowlist: IPAllowlist | None
+    signatures: SignatureVerifier | None
+
+    @property
+    def receive(self) -> list[AccessControl]:
+        """The receive paths' controls, in the order they are checked."""
+        return [c for c in (self.path_token, self.allowlist, self.signatures) if c is not None]
+
+
+def _option(option: str, build: Callable[[], T]) -> T:
+    """``build()``, its `ConfigError` naming ``option``."""
+    try:
+        return build()
+    except ConfigError as exc:  # the message names no secret
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+def _networks(option: str, values: Sequence[str]) -> list[Network]:
+    return _option(option, lambda: [parse_network(value) for value in values])
+
+
+def _access_controls(config: Config) -> _Controls:
+    """The access controls ``config`` turns on.
 
     Raises:
         ConfigError: A path token, network or signing secret is not valid (naming the option).
     """
-    controls: dict[str, Any] = {}
-    option = "--path-token"
-    try:
-        if config.path_token is not None:
-            controls["path_token"] = PathToken(config.path_token)
-        option = "--allow-ip"
-        allowed = [parse_network(network) for network in config.allow_ips]
-        option = "--trusted-proxy"
-        proxies = [parse_network(network) for network in config.trusted_proxies]
-        option = "--signing-secret"
-        if config.signing_secrets:
-            verifier = SignatureVerifier(config.signing_secrets, config.signature_tolerance)
-            controls["signatures"] = verifier
-    except ValueError as exc:  # the message names no secret
-        raise ConfigError(f"{option}: {exc}") from None
-    if allowed:
-        controls["allowlist"] = IPAllowlist(allowed, proxies)
-    return controls
+    token = config.path_token
+    path_token = None if token is None else _option("--path-token", lambda: PathToken(token))
+    allowed = _option("--allow-ip", lambda: [parse_network(n) for n in config.allow_ips])
+    api_allowed = _option(
+        "--api-allow-ip", lambda: [parse_network(n) for n in config.api_allow_ips]
+    )
+    proxies = _option("--trusted-proxy", lambda: [parse_network(n) for n in config.trusted_proxies])
+    signatures = None
+    if config.signing_secrets:
+        secrets, tolerance = config.signing_secrets, config.signature_tolerance
+        signatures = _option("--signing-secret", lambda: SignatureVerifier(secrets, tolerance))
+    allowlist = IPAllowlist(allowed, proxies) if allowed else None
+    api_allowlist = IPAllowlist(api_allowed, proxies) if api_allowed else allowlist
+    return _Controls(path_token, allowlist, api_allowlist, signatures)
 
 
-def default_receiver() -> Receiver:
-    """A receiver that writes each notification as one JSON line to standard output."""
-    receiver = Receiver()
-    encode = msgspec.json.encode
-
-    @receiver.on()
-    def log_notification(notification: Notification) -> None:
-        entry = current_entry()
-        line = {
-            "id": entry.id,
-            "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.received_at)),
-            "type": entry.type,
-            "device": entry.device,
-            "body": notification.json,
-        }
-        sys.stdout.buffer.write(encode(line) + b"\n")
-        sys.stdout.flush()
-
-    return receiver
-
-
-def load_receiver(spec: str) -> Receiver:
-    """Import ``MODULE:ATTR``: a `Receiver`, a `Receiver` subclass, or a function returning one.
-
-    The current directory is importable, as with ``uvicorn``.
-
-    Raises:
-        ReceiverLoadError: The module or attribute is missing, or is not a receiver.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ReceiverLoadError(f"expected MODULE:ATTR, got {spec!r}")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ReceiverLoadError(f"cannot import {module_name!r}: {exc}") from exc
-    try:
-        obj: Any = getattr(module, attr)
-    except AttributeError:
-        raise ReceiverLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, Receiver):  # a Receiver class or a factory
-        obj = obj()
-    if not isinstance(obj, Receiver):
-        raise ReceiverLoadError(f"{spec} is not a Receiver, but {type(obj).__name__}")
-    return obj
+def _guarded(app: ASGIApp, allowlist: IPAllowlist | None, events: Events) -> ASGIApp:
+    return app if allowlist is None else Guard(app, [allowlist], events)
 
 
 def open_inbox(url: str | StoreURL, **options: Any) -> Inbox:
@@ -249,15 +248,23 @@ def open_inbox(url: str | StoreURL, **options: Any) -> Inbox:
 
 
 def open_store(
-    config: Config, *, exclusive: bool = False, outbox: Sequence[str] = (), mode: Mode = "create"
+    config: Config,
+    *,
+    exclusive: bool = False,
+    outbox: Sequence[str] = (),
+    mode: Mode = "create",
+    events: Events | None = None,
 ) -> Inbox:
-    """The inbox ``config.store`` names, with the config's options (``outbox``: sink names).
+    """The inbox ``config.store`` names, with the config's options (``outbox``: sink names;
+    ``events``: where its write path's events go).
 
     ``exclusive``: the server's inbox (SQLite: its lock file; bounded against floods, where
     operator commands are not). ``mode``: may it create the store, write it, or only read it.
     """
     store = StoreURL.parse(config.store)
     options: dict[str, Any] = {"dedupe_window": config.dedupe_window, "mode": mode}
+    if events is not None:
+        options["events"] = events
     if outbox:
         options["outbox"] = tuple(outbox)
     if store.scheme == "sqlite":
@@ -290,10 +297,41 @@ def check_store(config: Config) -> None:
     asyncio.run(check())
 
 
-def create_app(config: Config | None = None, **changes: Any) -> App:
-    """Build the receiver app: inbox, dispatcher and handlers, started by the ASGI lifespan."""
+@dataclass(frozen=True, eq=False)
+class Server:
+    """What `create_app` assembles: the ASGI app and the parts it drives.
+
+    It is itself the ASGI application (it calls `app`), so that uvicorn, `iotpush.testing` or any
+    ASGI server serves it as it is.
+    """
+
+    app: App
+    inbox: Inbox
+    dispatcher: Dispatcher
+    tracking: Tracking
+    publishers: list[Publisher]
+    events: Events
+    """Where every part's events go: subscribe metrics, logs, tests to it."""
+    console: ASGIApp | None = None
+    """The web console served at ``/ui/`` (None: turned off)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The parts by name (``state["dispatcher"]``), as earlier versions offered them."""
+        return {
+            "inbox": self.inbox, "dispatcher": self.dispatcher, "tracking": self.tracking,
+            "publishers": self.publishers, "events": self.events, "console": self.console,
+        }  # fmt: skip
+
+
+def create_app(config: Config | None = None, **changes: Any) -> Server:
+    """Build the receiver: inbox, app, dispatcher and handlers, started by the ASGI lifespan."""
     config = (config or Config()).replace(**changes)
     config.check()
+    controls = _access_controls(config)
     receiver = config.receiver
     if receiver is None:
         receiver = default_receiver()
@@ -302,8 +340,9 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
     sinks = [open_sink(url) for url in config.sinks]
     if len({sink.name for sink in sinks}) < len(sinks):
         raise ConfigError("two sinks publish to the same stream: give each its own ?stream=")
-    inbox = open_store(config, exclusive=True, outbox=[sink.name for sink in sinks])
-    publishers = [Publisher(inbox, sink) for sink in sinks]
+    events = Events()
+    inbox = open_store(config, exclusive=True, outbox=[sink.name for sink in sinks], events=events)
+    publishers = [Publisher(inbox, sink, events=events) for sink in sinks]
     dispatcher = Dispatcher(
         inbox,
         receiver,
@@ -312,9 +351,9 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
         backoff=config.backoff,
         handler_timeout=config.handler_timeout,
         lease=config.lease,
+        events=events,
     )
     tracking = Tracking(inbox)
-    events = Events()
     console = None
     if config.console:
         from .console import Console
@@ -331,32 +370,39 @@ def create_app(config: Config | None = None, **changes: Any) -> App:
             task.cancel()
         await asyncio.gather(*watchdog, return_exceptions=True)
 
-    app = App(
-        inbox,
-        path=config.path,
-        command_path=config.command_path,
+    api = QueryAPI(tracking)
+    # Behind a trusted proxy the peer is the proxy, often on loopback; the clients are not.
+    required = not config.loopback or bool(config.trusted_proxies)
+    authenticated = BearerAuth(api, config.api_tokens, required=required, events=events)
+    mounts = [
+        Mount("/openapi.json", _guarded(api, controls.api_allowlist, events), exact=True),
+        Mount("/api/", _guarded(authenticated, controls.api_allowlist, events)),
+        Mount("/health", _guarded(health, controls.allowlist, events), exact=True),
+    ]
+    if console is not None:  # it checks its own logins
+        guarded_console = _guarded(console, controls.allowlist, events)
+        mounts += [Mount("/ui", guarded_console, exact=True), Mount("/ui/", guarded_console)]
+    limits = Limits(
         max_body=config.max_body,
-        on_startup=[dispatcher.start, start_watchdog, *(p.start for p in publishers)],
-        on_shutdown=[*(p.stop for p in publishers), stop_watchdog, dispatcher.stop],
-        api_tokens=config.api_tokens,
-        # Behind a trusted proxy the peer is the proxy, often on loopback; the clients are not.
-        api_needs_token=not config.loopback or bool(config.trusted_proxies),
-        api=QueryAPI(tracking),
-        console=console,
-        events=events,
         max_depth=config.max_depth,
         max_members=config.max_members,
         max_string=config.max_string,
         max_in_flight=config.max_in_flight,
         body_timeout=config.body_timeout,
         quarantine_max_body=config.quarantine_max_body,
-        **_access_controls(config),
     )
-    app.state.update(
-        dispatcher=dispatcher, tracking=tracking, publishers=publishers, events=events,
-        console=console,
-    )  # fmt: skip
-    return app
+    app = App(
+        inbox,
+        routes=legacy_routes(config.path, config.command_path),
+        limits=limits,
+        access=controls.receive,
+        mounts=mounts,
+        fallback=_guarded(NotFound(events), controls.allowlist, events),
+        on_startup=[dispatcher.start, start_watchdog, *(p.start for p in publishers)],
+        on_shutdown=[*(p.stop for p in publishers), stop_watchdog, dispatcher.stop],
+        events=events,
+    )
+    return Server(app, inbox, dispatcher, tracking, publishers, events, console)
 
 
 def uvicorn_options(config: Config) -> dict[str, Any]:
@@ -408,7 +454,7 @@ def run(config: Config) -> None:
     log_config["loggers"]["iotpush"] = {"handlers": ["default"], "level": config.log_level.upper()}
     if config.path_token and config.access_log:  # the token is a secret: never in the log
         log_config.setdefault("filters", {})["mask_paths"] = {
-            "()": _MaskPaths, "mask": app.loggable_path
+            "()": _MaskPaths, "mask": app.app.loggable_path
         }  # fmt: skip
         log_config["loggers"]["uvicorn.access"]["filters"] = ["mask_paths"]
     if not config.reuse_port:

@@ -26,10 +26,8 @@ import types
 import uuid
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Mapping,
-    MutableMapping,
     Sequence,
 )
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ import httpx
 import msgspec
 
 from . import _load, access
+from ._asgi import ASGIApp, Message
 from ._load import SendReport
 from ._samples import Faker
 from .app import DEFAULT_PATH
@@ -67,11 +66,7 @@ __all__ = [
     "with_path_token",
 ]
 
-Message: TypeAlias = MutableMapping[str, Any]
-ASGIApp: TypeAlias = Callable[
-    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
+A = TypeVar("A", bound=ASGIApp)
 Kind: TypeAlias = str | type[Notification]
 Body: TypeAlias = bytes | Notification
 N = TypeVar("N", bound=Notification)
@@ -260,7 +255,7 @@ class Response:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: ASGIApp) -> AsyncIterator[ASGIApp]:
+async def lifespan(app: A) -> AsyncIterator[A]:
     """Run ``app``'s ASGI lifespan around a block: startup before, shutdown after.
 
     iotpush's own app opens its inbox and starts its dispatcher at startup::

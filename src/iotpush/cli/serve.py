@@ -161,7 +161,15 @@ SETTINGS: list[click.Parameter] = [
         "allow_ips",
         metavar="CIDR",
         multiple=True,
-        help="Accept pushes only from this address or CIDR network (repeatable).",
+        help="Answer only this address or CIDR network, on every path (repeatable).",
+    ),
+    _setting(
+        "security",
+        "--api-allow-ip",
+        "api_allow_ips",
+        metavar="CIDR",
+        multiple=True,
+        help="Answer /api/ and /openapi.json from these clients instead (repeatable).",
     ),
     _setting(
         "security",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Final
 from urllib.parse import parse_qsl, unquote_to_bytes
+
+from .._asgi import Receive, Scope, Send
 
 __all__ = [
     "MAX_FORM",
@@ -19,10 +20,6 @@ __all__ = [
     "read_form",
     "redirect",
 ]
-
-Scope: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_FORM: Final = 16 * 1024
 """The largest form body read; the console's forms hold a few short fields."""

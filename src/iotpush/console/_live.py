@@ -1,8 +1,9 @@
 """Live figures of the receiver, counted from the pipeline's events (since the process started).
 
-`Live` subscribes to `Received` and `Refused`: pushes per minute by type over the last hour,
-accepted, duplicate and refused counts, when the last push came, and how many answers in a row
-were refusals (the platform stops pushing to a callback URL that fails ten times in a row).
+`Live` subscribes to `Received` and `Answered`: pushes per minute by type over the last hour,
+accepted, duplicate and refused counts (a receive path's answers other than 200: a scanner's 404
+or an API 401 is no refused push), when the last push came, and how many answers in a row were
+refusals (the platform stops pushing to a callback URL that fails ten times in a row).
 Listeners run in the emitter's thread, so each one does a few dictionary updates and returns.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..events import Event, Events, Received, Refused
+from ..events import Answered, Event, Events, Received
 
 __all__ = ["MINUTES", "Live", "Minute"]
 
@@ -47,7 +48,7 @@ class Live:
         self.refusals_in_a_row = 0
         self.last_push_at: float | None = None
         self._minutes: dict[int, Counter[str]] = {}  # by start, the last MINUTES only
-        self.close = events.subscribe(self._on_event, Received, Refused)
+        self.close = events.subscribe(self._on_event, Received, Answered)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Received):
@@ -65,7 +66,7 @@ class Live:
                 for old in [s for s in self._minutes if s < oldest]:
                     del self._minutes[old]
             counts[event.type] += 1
-        elif isinstance(event, Refused):
+        elif isinstance(event, Answered) and event.status != 200:
             self.refused += 1
             self.refusals_in_a_row += 1
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
+from ..events import Events
 from ..idempotency import key_and_slot
 from ..projections import Projection, Projections
 from ._store import Mode, StoreURL
@@ -277,6 +278,7 @@ class Inbox(abc.ABC):
         outbox: Sequence[str] = (),
         quarantine_max_rows: int | None = None,
         projections: Iterable[Projection] = (),
+        events: Events | None = None,
     ):
         self.dedupe_window = dedupe_window
         self.clock = clock
@@ -290,6 +292,8 @@ class Inbox(abc.ABC):
         self.projections = Projections(projections)
         """What `append` applies to each new entry of a type they handle, in its transaction
         (see `iotpush.projections`); `iotpush.server` gives the trackers."""
+        self.events = events or Events()
+        """Where the write path's events go (`Committed`, one per group-commit batch)."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare the store (connections, threads); idempotent."""

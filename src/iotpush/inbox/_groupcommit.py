@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..events import Committed, Events
 from ..exceptions import InboxUnavailable
 
 __all__ = ["BatchWriter", "GroupCommit", "Op", "nothing"]
@@ -61,6 +63,7 @@ class BatchWriter(abc.ABC):
         before_commit: Called with the connection after the batch's writes, before COMMIT.
         after_commit: Called on the event loop once the batch committed and its callers'
             futures are resolved, with whether one of them asked to wake the work waiters.
+        events: Where `Committed` goes, once per batch.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class BatchWriter(abc.ABC):
         on_begin: Callable[[], None] = nothing,
         before_commit: Callable[[Any], None] = nothing,
         after_commit: Callable[[bool], None] = nothing,
+        events: Events | None = None,
     ) -> None:
         self.store = store
+        self.events = events or Events()
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.on_begin = on_begin
@@ -117,7 +122,13 @@ class BatchWriter(abc.ABC):
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: len(batch)]
+                observed = self.events.wants(Committed)
+                started = time.perf_counter() if observed else 0.0
+                committed = self.commits
                 await self._commit(batch)
+                if observed and self.commits > committed:
+                    seconds = time.perf_counter() - started
+                    self.events.emit(Committed(len(batch), seconds))
         finally:
             self._flusher = None
 
@@ -200,6 +211,7 @@ class GroupCommit(BatchWriter):
         on_begin: Callable[[], None] = nothing,
         before_commit: Callable[[sqlite3.Connection], None] = nothing,
         after_commit: Callable[[bool], None] = nothing,
+        events: Events | None = None,
     ) -> None:
         super().__init__(
             store=f"the inbox {name}",
@@ -208,6 +220,7 @@ class GroupCommit(BatchWriter):
             on_begin=on_begin,
             before_commit=before_commit,
             after_commit=after_commit,
+            events=events,
         )
         self.conn = conn
         self.reconnect = reconnect

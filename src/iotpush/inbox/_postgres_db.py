@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..events import Events
 from ..exceptions import ConfigError, InboxError, InboxUnavailable
 from . import log_takeover
 from ._groupcommit import BatchWriter, Op, nothing
@@ -196,6 +197,7 @@ class GroupCommit(BatchWriter):
         on_begin: Callable[[], None] = nothing,
         before_commit: Callable[[Any], None] = nothing,
         after_commit: Callable[[bool], None] = nothing,
+        events: Events | None = None,
     ) -> None:
         super().__init__(
             store=target.shown,
@@ -204,6 +206,7 @@ class GroupCommit(BatchWriter):
             on_begin=on_begin,
             before_commit=before_commit,
             after_commit=after_commit,
+            events=events,
         )
         self.target = target
         self.lock_timeout = lock_timeout

@@ -38,7 +38,7 @@ _OPTIONS: dict[Scheme, frozenset[str]] = {
     "memory": frozenset({"mode"}),
 }
 _INBOX_OPTIONS = frozenset(
-    {"dedupe_window", "clock", "outbox", "quarantine_max_rows", "projections"}
+    {"dedupe_window", "clock", "outbox", "quarantine_max_rows", "projections", "events"}
 )
 
 

@@ -146,6 +146,7 @@ class PostgresInbox(SQLInbox):
             on_begin=self._begin,
             before_commit=self._before_commit,
             after_commit=self._after_commit,
+            events=self.events,
         )
         await writer.start()
         try:

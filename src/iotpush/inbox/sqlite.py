@@ -206,6 +206,7 @@ class SQLiteInbox(SQLInbox):
             on_begin=self._begin,
             before_commit=self._before_commit,
             after_commit=self._after_commit,
+            events=self.events,
         )
 
     async def _reopen(self, interval: float = 1.0) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..events import Events, Published, SinkFailed
 from ..exceptions import ConfigError, InboxError, SinkError
 from ..inbox import Entry, OutboxInbox, new_owner
 
@@ -103,6 +103,7 @@ class Publisher:
         max_backoff: The longest wait between attempts while the sink fails.
         poll_interval: Seconds between looks at the outbox when nothing signals new entries
             (entries appended by another process).
+        events: Where `Published` (each acknowledged batch) and `SinkFailed` go.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class Publisher:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         poll_interval: float = 5.0,
+        events: Events | None = None,
     ) -> None:
         self.inbox = inbox
         self.sink = sink
@@ -124,8 +126,7 @@ class Publisher:
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
         self.owner = new_owner()
-        self.counters: Counter[str] = Counter()
-        """``published``, ``duplicates`` (dropped by the broker), ``refused``, ``failures``."""
+        self.events = events or Events()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._failures = 0  # consecutive
@@ -182,9 +183,8 @@ class Publisher:
         done = outcome.acknowledged + outcome.refused
         if done:
             await self.inbox.published(self.sink.name, done)
-        self.counters["published"] += len(outcome.acknowledged)
-        self.counters["duplicates"] += outcome.duplicates
-        self.counters["refused"] += len(outcome.refused)
+        if outcome.acknowledged and self.events.wants(Published):
+            self.events.emit(Published(self.sink.name, len(outcome.acknowledged)))
         if outcome.error is not None:
             raise SinkError(f"{len(entries) - len(done)} of {len(entries)}: {outcome.error}")
         if self._failures:
@@ -193,7 +193,8 @@ class Publisher:
         return True
 
     async def _failed(self, error: str) -> None:
-        self.counters["failures"] += 1
+        if self.events.wants(SinkFailed):
+            self.events.emit(SinkFailed(self.sink.name, error))
         self._failures += 1
         delay = min(self.backoff * 2 ** (self._failures - 1), self.max_backoff)
         if self._failures == 1 or self._failures % 20 == 0:  # not a line per retry

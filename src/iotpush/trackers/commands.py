@@ -29,9 +29,9 @@ from ._common import Database, Tracker, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
     "HANDLES",
-    "PROJECTION", "RANKS", "RESET", "SCHEMA", "TERMINAL", "CommandEvent", "CommandRecord", "apply",
-    "count_commands", "expect", "find_commands", "get_command", "next_state", "normalise",
-    "overdue", "recent_commands",
+    "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS", "TERMINAL", "CommandEvent",
+    "CommandRecord", "apply", "count_commands", "expect", "find_commands", "get_command",
+    "next_state", "normalise", "overdue", "recent_commands",
 ]  # fmt: skip
 
 HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp)
@@ -44,6 +44,8 @@ TERMINAL: Final = frozenset(state for state, rank in RANKS.items() if rank == 3)
 _ALIASES: Final = dict(
     SUCCESS="SUCCESSFUL", FAIL="FAILED", EXECUTED="SUCCESSFUL", CANCELLED="CANCELED"
 )
+SPELLINGS: Final[tuple[str, ...]] = (*RANKS, *_ALIASES)
+"""Every state name `normalise` accepts: the states, and the platform's other spellings."""
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS commands (
