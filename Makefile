@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats bench-console clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats bench-console bench-api clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-console: $(STAMP)  ## the console's pages on a store of 1M entries: p50 an
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300
+
+bench-api: $(STAMP)  ## the query API on 1M entries, 100k devices: p50/p99 per endpoint, SQLite and PostgreSQL
+	$(PY) benchmarks/api_scale.py --store sqlite
+	$(PY) benchmarks/api_scale.py --store postgres
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks import bodies, report, servers
+from benchmarks import api_scale, bodies, report, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +53,23 @@ def test_console_bench_small_store_prints_every_page(tmp_path: Path) -> None:
     pages = json.loads(results.read_text())["pages"]
     assert list(pages) == list(console.PAGES)
     assert all(page["p99_ms"] >= page["p50_ms"] > 0 for page in pages.values())
+
+
+def test_api_scale_small_run_prints_every_endpoint() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.api_scale", "--entries", "3000", "--devices", "300",
+         "--requests", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    names = [line.split(" p50 ")[0].strip() for line in done.stdout.splitlines()]
+    assert names == list(api_scale.endpoints({}, 1))
+    assert "filled 3,000 of 3,000" in done.stderr
 
 
 @pytest.mark.parametrize(

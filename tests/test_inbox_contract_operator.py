@@ -49,6 +49,32 @@ def test_find_selection_returns_matching_entries_in_id_order(
     asyncio.run(scenario())
 
 
+def test_find_since_entries_received_out_of_id_order_pages_through_each_once(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    # Kept in one order, received in another (a group commit, several processes): `since`
+    # takes them by the time they were received, pages list them in id order.
+    offsets = [5, 3, 10, 1, 7, 2]
+
+    async def scenario() -> None:
+        async with inbox_factory() as inbox:
+            items = [incoming(clock, f"k{i}", received_at=T0 + at) for i, at in enumerate(offsets)]
+            ids = await append_all(inbox, *items)
+            since = Selection(since=T0 + 3)
+            pages, after = [], 0
+            while page := await inbox.find(since, limit=2, after=after):
+                pages.append(ids_of(page))
+                after = page[-1].id
+            everything = ids_of(await inbox.find(since))
+            later = await inbox.find(Selection(since=T0 + 11))
+        expected = [id for id, at in zip(ids, offsets, strict=True) if at >= 3]
+        assert everything == expected
+        assert [id for page in pages for id in page] == expected
+        assert later == []
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(("spec", "matching"), SELECTIONS, ids=SELECTION_IDS)
 def test_replay_selection_makes_its_replayable_entries_pending_and_leaves_the_rest(
     inbox_factory: InboxFactory, clock: FakeClock, spec: dict[str, Any], matching: list[str]

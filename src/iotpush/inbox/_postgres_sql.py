@@ -67,6 +67,7 @@ CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
 CREATE INDEX IF NOT EXISTS inbox_device ON inbox (device, id);
 CREATE INDEX IF NOT EXISTS inbox_dead ON inbox (id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at);
+CREATE INDEX IF NOT EXISTS inbox_type ON inbox (type, id);
 CREATE TABLE IF NOT EXISTS quarantine (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     received_at DOUBLE PRECISION NOT NULL,

@@ -49,6 +49,8 @@ CREATE INDEX IF NOT EXISTS inbox_open_device ON inbox (device, id)
     WHERE state IN ('pending', 'claimed');
 CREATE INDEX IF NOT EXISTS inbox_device ON inbox (device, id);
 CREATE INDEX IF NOT EXISTS inbox_dead ON inbox (id) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS inbox_type ON inbox (type, id);
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox (received_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at REAL NOT NULL,

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from ...exceptions import ConfigError
 from .._store import StoreURL
-from . import m0001_initial, m0002_console_indexes
+from . import m0001_initial, m0002_console_indexes, m0003_query_indexes
 
 __all__ = [
     "LATEST",
@@ -78,7 +78,9 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = tuple(
     Migration(version, module.DESCRIPTION, module.SQLITE, module.POSTGRES)
-    for version, module in enumerate((m0001_initial, m0002_console_indexes), start=1)
+    for version, module in enumerate(
+        (m0001_initial, m0002_console_indexes, m0003_query_indexes), start=1
+    )
 )
 LATEST = MIGRATIONS[-1].version
 
