@@ -228,6 +228,29 @@ def test_console_replays_every_dead_entry_of_a_filter_after_showing_how_many(
         expect(page.locator("tbody tr")).to_have_count(1)  # meter-2's stays dead
 
 
+def test_console_retries_a_quarantined_body_after_its_limit_was_raised(
+    page: Page, serve: Any
+) -> None:
+    deep = data("meter-4", reading={"value": {"unit": {"scale": 3}}})
+    with serve(max_depth=4) as url:
+        post(url, deep, 400)  # nested deeper than 4: refused, kept in quarantine
+    with serve() as url:  # restarted with the default bound (32)
+        log_in(page, url, "/ui/quarantine")
+        expect(page.locator("tbody tr")).to_have_count(1)
+        page.locator("tbody tr a").first.click()
+        facts = page.locator("dl.facts").first
+        expect(facts).to_contain_text("nested deeper than 4")
+        expect(facts).to_contain_text("$.service.data.reading.value")
+        expect(page.locator("pre.code")).to_contain_text('"scale": 3')
+        page.get_by_role("button", name=re.compile("Retry")).click()
+        expect(page.get_by_role("status")).to_have_text(
+            "Accepted as entry 1: it will be delivered and tracked."
+        )
+        page.goto(url + "/ui/notifications/1")
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Entry 1")
+        expect(page.locator("pre.code")).to_contain_text('"scale": 3')
+
+
 def test_console_device_page_shows_latest_data_and_command_history(page: Page, serve: Any) -> None:
     with serve() as url:
         post(url, data("meter-9", reading=11.0))

@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -45,7 +45,9 @@ from .auth import BearerAuth
 from .dispatch import Dispatcher
 from .events import Events
 from .exceptions import ConfigError
+from .formats import PushRoute
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, Mode, StoreURL
+from .models import Notification
 from .projections import Projection
 from .receive import Limits
 from .receiver import Receiver, default_receiver, load_receiver
@@ -391,9 +393,10 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
         body_timeout=config.body_timeout,
         quarantine_max_body=config.quarantine_max_body,
     )
+    routes = legacy_routes(config.path, config.command_path)
     app = App(
         inbox,
-        routes=legacy_routes(config.path, config.command_path),
+        routes=routes,
         limits=limits,
         access=controls.receive,
         mounts=mounts,
@@ -402,7 +405,36 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
         on_shutdown=[*(p.stop for p in publishers), stop_watchdog, dispatcher.stop],
         events=events,
     )
+    if console is not None:
+        console.retry = _quarantine_replay(inbox, routes, limits)
     return Server(app, inbox, dispatcher, tracking, publishers, events, console)
+
+
+def _quarantine_replay(
+    inbox: Inbox, routes: Sequence[PushRoute], limits: Limits
+) -> Callable[[int], Awaitable[str]]:
+    """The console's Retry: a quarantined body through this server's decoders and bounds."""
+    from ._jsonlimits import JSONLimits
+    from .exceptions import NotificationError
+    from .quarantine import replay_quarantined
+
+    by_path = {route.path: route for route in routes}
+    bounds = JSONLimits(limits.max_depth, limits.max_members, limits.max_string)
+
+    def decode_for(path: str, body: bytes) -> Notification:
+        route = by_path.get(path) or by_path.get(path.rstrip("/"))
+        if route is None:
+            raise NotificationError(f"{path} is not a receive path of this server")
+        return route.format.decode(body, route.kind)
+
+    async def retry(id: int) -> str:
+        replayed = await replay_quarantined(
+            inbox, id, decode_for, max_body=limits.max_body,
+            limits=bounds if bounds.active else None, kept_max_body=limits.quarantine_max_body,
+        )  # fmt: skip
+        return str(replayed)
+
+    return retry
 
 
 def uvicorn_options(config: Config) -> dict[str, Any]:

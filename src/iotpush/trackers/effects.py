@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ._common import Database, loads
+from ._common import Database
 from .commands import get_command
 
 __all__ = ["Effect", "effects"]
@@ -56,8 +56,7 @@ def effects(db: Database, entry_id: int) -> list[Effect]:
             elif tracker == "devices":
                 found.append(Effect(tracker, row[0], f"registry updated by {row[1]}"))
             elif tracker == "data":
-                value = loads(row[3])
-                found.append(Effect("devices", row[0], f"latest {row[1]}.{row[2]} = {value!r}"))
+                found.append(Effect("devices", row[0], f"latest {row[1]}.{row[2]} = {row[3]}"))
             else:
-                found.append(Effect(tracker, row[0], f"{row[1]} {loads(row[2])}"))
+                found.append(Effect(tracker, row[0], f"{row[1]} {row[2]}"))
     return found
