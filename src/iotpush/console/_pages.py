@@ -120,9 +120,9 @@ async def notifications(console: Console, request: Request) -> Response:
 
 
 def _types() -> list[str]:
-    from ..models import NOTIFICATION_TYPES
+    from ..formats import FORMATS  # every registered push format's types
 
-    return list(NOTIFICATION_TYPES)
+    return list(FORMATS.types)
 
 
 async def entry(console: Console, request: Request) -> Response:
