@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -438,3 +439,28 @@ def test_sqlite_ids_after_state_slot_changes_and_duplicates_are_consecutive(
         (1, False), (2, False), (2, True), (3, False), (4, False)
     ]  # fmt: skip
     assert sql(db_path, "SELECT duplicates FROM inbox WHERE id = 2") == 1
+
+
+def test_sqlite_close_waits_for_a_read_under_way(tmp_path: Path) -> None:
+    async def main() -> None:
+        inbox = SQLiteInbox(tmp_path / "i.db")
+        await inbox.open()
+        started, release = threading.Event(), threading.Event()
+
+        def slow(conn: sqlite3.Connection) -> Any:
+            started.set()
+            release.wait(10)
+            return conn.execute("SELECT 1").fetchone()
+
+        read = asyncio.create_task(inbox._read(slow))
+        await asyncio.to_thread(started.wait, 10)
+        read.cancel()  # as a watchdog stopped at shutdown: its thread goes on
+        closing = asyncio.create_task(inbox.close())
+        await asyncio.sleep(0.2)
+        waited = not closing.done()
+        release.set()
+        await closing
+        assert waited  # the connection was not closed under the read
+        assert read.cancelled()
+
+    run(main())

@@ -112,6 +112,8 @@ class SQLiteInbox(SQLInbox):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._reads_done = threading.Condition(self._readers_lock)
+        self._reading = 0  # reads running in threads now: `close` waits for them
 
     @property
     def _name(self) -> str:
@@ -143,10 +145,16 @@ class SQLiteInbox(SQLInbox):
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
+            with self._reads_done:
+                self._reading += 1
             try:
                 return fn(self._reader())
             except sqlite3.Error as exc:
                 raise InboxError(f"reading {self.path}: {exc}") from exc
+            finally:
+                with self._reads_done:
+                    self._reading -= 1
+                    self._reads_done.notify_all()
 
         return await asyncio.to_thread(run)
 
@@ -248,12 +256,18 @@ class SQLiteInbox(SQLInbox):
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
-        with self._readers_lock:
+        await asyncio.to_thread(self._close_readers)
+        self._local = threading.local()
+        self._drop_lock()
+
+    def _close_readers(self) -> None:
+        # A read's task may be cancelled (a watchdog stopped at shutdown) while its thread still
+        # runs: closing its connection under it would crash the process, so wait for it.
+        with self._reads_done:
+            self._reads_done.wait_for(lambda: self._reading == 0)
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-        self._local = threading.local()
-        self._drop_lock()
 
     # group commit --------------------------------------------------------------------------
 
