@@ -419,14 +419,15 @@ def test_openapi_document_describes_every_endpoint_and_resolves_every_ref(empty:
     assert {"title", "version"} <= document["info"].keys()
     schemas = document["components"]["schemas"]
     assert {"CommandRecord", "DeviceRecord", "DeviceView", "ShadowRecord", "UpgradeRecord",
-            "NotificationItem", "Error"} <= schemas.keys()  # fmt: skip
+            "NotificationItem", "MessageRecord", "TaskRecord",
+            "Error"} <= schemas.keys()  # fmt: skip
     for ref in refs(document):
         assert ref.startswith("#/components/schemas/"), ref
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
     assert set(document["paths"]) == {
         "/api/commands", "/api/commands/{id}", "/api/devices", "/api/devices/{id}",
         "/api/shadow/unsynced", "/api/upgrades", "/api/upgrades/{operationId}",
-        "/api/notifications", "/openapi.json",
+        "/api/notifications", "/api/messages/{id}", "/api/tasks/{id}", "/openapi.json",
     }  # fmt: skip
     for template, item in document["paths"].items():
         assert set(item) == {"get"}, template

@@ -139,7 +139,7 @@ def test_serve_secrets_come_from_the_files_their_keys_name(
         ('[network]\nport = "8080"\n', 'network.port: expected an integer, got a string ("8080")'),
         ("[network]\nport = 80000\n", "network.port: 80000 is not in the range 0<=x<=65535."),
         ("[network]\nprot = 1\n", "unknown key network.prot (did you mean port?); [network] "
-                                  "takes host, port, path, command_path, reuse_port"),
+                                  "takes host, port, path, command_path, v5_path, reuse_port"),
         ("[netwrk]\nport = 1\n", "unknown table [netwrk] (did you mean network?); expected "
                                  "[network], [tls], [store], [delivery], [security], [limits], "
                                  "[sinks], [logging]"),

@@ -244,6 +244,9 @@ def test_tracked_types_are_the_lifecycle_notifications() -> None:
         "deviceDataChanged", "deviceDatasChanged",
         "swUpgradeStateChangeNotify", "swUpgradeResultNotify",
         "fwUpgradeStateChangeNotify", "fwUpgradeResultNotify",
+        "device:create", "device:update", "device:delete", "device.status:update",
+        "device.property:report", "device.data:update", "device.command.status:update",
+        "device.message.status:update", "batchtask:update",
     ])  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from iotpush import v5
 from iotpush._samples import Faker
-from iotpush.v5 import samples
+from iotpush.formats.v5 import samples
 
 NOW = dt.datetime(2026, 11, 21, 10, 15, 30, tzinfo=dt.UTC)
 

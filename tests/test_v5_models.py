@@ -11,7 +11,8 @@ import pytest
 from iotpush import v5
 from iotpush._samples import Faker
 from iotpush.exceptions import NotificationError
-from iotpush.v5 import samples
+from iotpush.formats.v5 import samples
+from iotpush.formats.v5.models import dec_hook
 
 NOW = dt.datetime(2026, 11, 21, 10, 15, 30, tzinfo=dt.UTC)
 PAIRS = list(v5.PAIRS)
@@ -75,7 +76,7 @@ def test_decode_each_pair_in_each_shape_gives_its_model(pair: str, shape: str) -
     assert n.extra == {}
     assert n.request_id == data["request_id"]
     expected = data["notify_data"]["body"]
-    assert n.body == msgspec.convert(expected, type(n.body), dec_hook=v5.models.dec_hook)
+    assert n.body == msgspec.convert(expected, type(n.body), dec_hook=dec_hook)
     header = data["notify_data"].get("header")
     assert n.header.device_id == (header["device_id"] if header else None)
     assert n.device == (header["device_id"] if header else None)

@@ -22,10 +22,12 @@ import msgspec
 from ._asgi import Receive, Scope, Send, error_body
 from ._when import parse_when
 from .exceptions import EntryNotFound
+from .formats import FORMATS
 from .inbox import Entry
-from .models import NOTIFICATION_TYPES
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord, normalise
 from .trackers.commands import RANKS, SPELLINGS
+from .trackers.messages import MessageRecord
+from .trackers.tasks import TaskRecord
 from .trackers.upgrades import CURSOR_PATTERN, parse_cursor
 from .tracking import MAX_VIEW_COMMANDS, DeviceView, Tracking
 
@@ -89,7 +91,10 @@ _PARAMETERS: Final[dict[str, tuple[dict[str, Any], str]]] = {
     ),
     "status": (_TEXT, "Only devices whose deviceInfo.status is this (ONLINE)."),
     "deleted": ({"type": "boolean", "default": False}, "Include devices deleted and not re-added."),
-    "type": ({"type": "string", "enum": list(NOTIFICATION_TYPES)}, "Only this notifyType."),
+    "type": (
+        {"type": "string", "enum": list(FORMATS.types)},
+        "Only this notifyType or v5 pair.",
+    ),
     "since": (
         {
             "anyOf": [
@@ -182,6 +187,10 @@ _ROUTES: Final = (
            {"after": {"type": "string", "pattern": CURSOR_PATTERN}}),
     _Route(("api", "upgrades", "{operationId}"), (), Page[UpgradeRecord], "getUpgrade",
            "Each device's progress in one upgrade operation."),
+    _Route(("api", "messages", "{id}"), (), MessageRecord, "getMessage",
+           "A message sent down to a device (v5): its status, error and history."),
+    _Route(("api", "tasks", "{id}"), (), TaskRecord, "getTask",
+           "A v5 batch task (firmware or software upgrade...): its progress and history."),
     _Route(("api", "notifications"), ("type", "device", "since", "limit", "after"),
            Page[NotificationItem], "listNotifications", "Received notifications, oldest first.",
            {"after": {"type": "string", "pattern": "^[0-9]{1,18}$"}}),
@@ -235,6 +244,7 @@ class QueryAPI:
             "listDevices": self._devices, "getDevice": self._device,
             "listUnsynced": self._unsynced, "listUpgrades": self._upgrades,
             "getUpgrade": self._upgrade, "listNotifications": self._notifications,
+            "getMessage": self._message, "getTask": self._task,
             "getOpenAPI": self._openapi,
         }  # fmt: skip
         self._document: bytes | None = None
@@ -316,10 +326,16 @@ class QueryAPI:
     async def _upgrade(self, args: list[str], _: _Query) -> Page[UpgradeRecord]:
         return Page(items=await self.tracking.upgrade(args[0]), next=None)
 
+    async def _message(self, args: list[str], _: _Query) -> MessageRecord:
+        return await self.tracking.message(args[0])
+
+    async def _task(self, args: list[str], _: _Query) -> TaskRecord:
+        return await self.tracking.task(args[0])
+
     async def _notifications(self, _: list[str], q: _Query) -> Page[NotificationItem]:
         kind, since, after, limit = q.text("type"), q.text("since"), q.text("after"), q.limit()
-        if kind is not None and kind not in NOTIFICATION_TYPES:
-            raise _Refused(400, f"type must be a notifyType, got {kind!r}", "type")
+        if kind is not None and kind not in FORMATS.types:
+            raise _Refused(400, f"type must be a notifyType or a v5 pair, got {kind!r}", "type")
         if after is not None and not re.fullmatch(r"[0-9]{1,18}", after):
             raise _Refused(400, f"after must be a `next` of this list, got {after!r}", "after")
         when = None

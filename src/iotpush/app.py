@@ -18,7 +18,7 @@ from typing import Final
 from ._asgi import ASGIApp, Hook, Receive, Scope, Send, send_error, send_json
 from .access import AccessControl, PathToken
 from .events import Events, Refused
-from .formats import LEGACY, PushRoute
+from .formats import LEGACY_OR_V5, V5, PushRoute
 from .inbox import ReceiveInbox
 from .models import NBCommandStatusChanged
 from .receive import (
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_PATH",
     "DEFAULT_QUARANTINE_MAX_BODY",
+    "DEFAULT_V5_PATH",
     "App",
     "Guard",
     "Lifespan",
@@ -40,20 +41,31 @@ __all__ = [
     "health",
     "legacy_routes",
     "not_found",
+    "v5_routes",
 ]
 
 log = logging.getLogger("iotpush")
 
 DEFAULT_PATH: Final = "/v1.0.0/messageReceiver"
+DEFAULT_V5_PATH: Final = "/v5/forwarding"
 _HEALTH: Final = b'{"status":"ok"}'
 
 
 def legacy_routes(path: str = DEFAULT_PATH, command_path: str | None = None) -> list[PushRoute]:
     """The legacy format's receive paths: ``path``, and the NB-IoT command status path
-    (``path + "/cmd"`` unless ``command_path`` is given)."""
+    (``path + "/cmd"`` unless ``command_path`` is given). A v5 push posted to ``path`` is
+    recognised too: operators reuse their callback URL."""
     main = "/" + path.strip("/")
     command = "/" + (command_path or f"{main}/cmd").strip("/")
-    return [PushRoute(main, LEGACY), PushRoute(command, LEGACY, NBCommandStatusChanged.notify_type)]
+    return [
+        PushRoute(main, LEGACY_OR_V5),
+        PushRoute(command, LEGACY_OR_V5, NBCommandStatusChanged.notify_type),
+    ]
+
+
+def v5_routes(path: str = DEFAULT_V5_PATH) -> list[PushRoute]:
+    """The v5 data-forwarding receive path (`iotpush.v5`)."""
+    return [PushRoute("/" + path.strip("/"), V5)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +176,7 @@ class App:
 
     Args:
         inbox: Where accepted notifications are persisted before the 200.
-        routes: The receive paths and their formats (default: `legacy_routes`).
+        routes: The receive paths and their formats (default: `legacy_routes` and `v5_routes`).
         limits: What a push may cost (body size and time, JSON bounds, pushes at once).
         access: The access controls of the receive paths, in order; with a `PathToken` among
             them the receive paths live under ``/<token>``.
@@ -195,7 +207,7 @@ class App:
         self.endpoint = ReceiveEndpoint(
             inbox, limits=limits, access=access, events=events, clock=clock
         )
-        self.routes = list(legacy_routes() if routes is None else routes)
+        self.routes = list([*legacy_routes(), *v5_routes()] if routes is None else routes)
         self._routes = {route.path: route for route in self.routes}
         self._token = next((c for c in access if isinstance(c, PathToken)), None)
         self.mounts = list([Mount("/health", health, exact=True)] if mounts is None else mounts)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from .formats.legacy import LEGACY, NOTIFICATION_TYPES
+from .formats import LEGACY_OR_V5, V5
+from .formats.legacy import NOTIFICATION_TYPES
 from .formats.legacy.models import (
     ActionResult,
     BindDevice,
@@ -89,8 +90,9 @@ __all__ = [
     "parse_time",
 ]
 
-Route: TypeAlias = Literal["notify", "command"]
-"""Which receive path a body came in on: the main one, or the NB-IoT command status one."""
+Route: TypeAlias = Literal["notify", "command", "v5"]
+"""Which receive path a body came in on: the main one, the NB-IoT command status one, or the v5
+data-forwarding one (`iotpush.v5`)."""
 
 
 def decode(body: bytes, route: Route = "notify") -> Notification:
@@ -99,12 +101,16 @@ def decode(body: bytes, route: Route = "notify") -> Notification:
     Args:
         body: The raw request body.
         route: ``"notify"`` for the main path (dispatch on ``notifyType``), ``"command"`` for the
-            NB-IoT command status path. On the main path a body without ``notifyType`` that
-            carries ``commandId`` is taken as an NB-IoT command status too: many applications
-            register one URL for everything.
+            NB-IoT command status path, ``"v5"`` for a v5 data-forwarding push. On the main path
+            a body without ``notifyType`` that carries ``commandId`` is taken as an NB-IoT
+            command status too, and one with ``resource`` and ``event`` as a v5 push: many
+            applications register one URL for everything.
 
     Raises:
         NotificationError: The body is not valid JSON, not an object, or not a valid
             notification; `NotificationError.path` names the member.
     """
-    return LEGACY.decode(body, NBCommandStatusChanged.notify_type if route == "command" else None)
+    if route == "v5":
+        return V5.decode(body)
+    kind = NBCommandStatusChanged.notify_type if route == "command" else None
+    return LEGACY_OR_V5.decode(body, kind)

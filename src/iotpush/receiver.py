@@ -25,7 +25,8 @@ import msgspec
 
 from ._context import current_entry
 from .exceptions import ReceiverLoadError
-from .models import NOTIFICATION_TYPES, Notification
+from .formats import FORMATS
+from .models import Notification
 
 __all__ = ["Handler", "Receiver", "default_receiver", "load_receiver"]
 
@@ -77,13 +78,15 @@ class Handler:
 
 def _type_name(kind: Kind) -> str:
     if isinstance(kind, str):
-        if kind not in NOTIFICATION_TYPES:
-            known = ", ".join(NOTIFICATION_TYPES)
+        if kind not in FORMATS.types:
+            known = ", ".join(FORMATS.types)
             raise ValueError(f"unknown notification type {kind!r}; known types: {known}")
         return kind
     if isinstance(kind, type) and issubclass(kind, Notification) and hasattr(kind, "notify_type"):
         return kind.notify_type
-    raise TypeError(f"expected a notifyType string or a Notification class, got {kind!r}")
+    raise TypeError(
+        f"expected a notifyType or v5 pair string, or a Notification class, got {kind!r}"
+    )
 
 
 class Receiver:
@@ -99,7 +102,8 @@ class Receiver:
         self._cache: dict[str, tuple[Handler, ...]] = {}
 
     def on(self, *kinds: Kind) -> Callable[[F], F]:
-        """Register the decorated function for ``kinds`` (classes or ``notifyType`` strings).
+        """Register the decorated function for ``kinds``: classes, ``notifyType`` strings or v5
+        ``"resource:event"`` pairs (``"device.property:report"``).
 
         With no argument the function handles every type.
         """

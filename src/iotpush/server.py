@@ -34,12 +34,14 @@ from .app import (
     DEFAULT_MAX_BODY,
     DEFAULT_PATH,
     DEFAULT_QUARANTINE_MAX_BODY,
+    DEFAULT_V5_PATH,
     App,
     Guard,
     Mount,
     NotFound,
     health,
     legacy_routes,
+    v5_routes,
 )
 from .auth import BearerAuth
 from .dispatch import Dispatcher
@@ -85,6 +87,7 @@ class Config:
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     path: str = DEFAULT_PATH
     command_path: str | None = None
+    v5_path: str = DEFAULT_V5_PATH
     max_body: int = DEFAULT_MAX_BODY
     dedupe_window: float = DEFAULT_DEDUPE_WINDOW
     concurrency: int = 32
@@ -393,7 +396,7 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
         body_timeout=config.body_timeout,
         quarantine_max_body=config.quarantine_max_body,
     )
-    routes = legacy_routes(config.path, config.command_path)
+    routes = [*legacy_routes(config.path, config.command_path), *v5_routes(config.v5_path)]
     app = App(
         inbox,
         routes=routes,

@@ -40,9 +40,11 @@ from . import _load, access
 from ._asgi import ASGIApp, Message
 from ._load import SendReport
 from ._samples import Faker
-from .app import DEFAULT_PATH
+from .app import DEFAULT_PATH, DEFAULT_V5_PATH
 from .exceptions import NotificationError
 from .formats import FORMATS
+from .formats.v5 import V5Notification
+from .formats.v5 import samples as v5_samples
 from .models import (
     NOTIFICATION_TYPES,
     DeviceDatasChanged,
@@ -81,9 +83,12 @@ _EXAMPLE_TIME: Final = dt.datetime(2026, 11, 21, 10, 15, tzinfo=dt.UTC)
 
 
 def _kind(kind: Kind) -> type[Notification]:
-    cls = NOTIFICATION_TYPES.get(kind) if isinstance(kind, str) else kind
-    if cls is None or cls not in NOTIFICATION_TYPES.values():
-        raise ValueError(f"unknown notification type {kind!r}; expected one of {ALL_KINDS}")
+    name = kind if isinstance(kind, str) else getattr(kind, "notify_type", None)
+    spec = FORMATS.types.get(name) if isinstance(name, str) else None
+    cls = None if spec is None else spec.model
+    if cls is None or not (isinstance(kind, str) or cls is kind):
+        known = tuple(FORMATS.types)
+        raise ValueError(f"unknown notification type {kind!r}; expected one of {known}")
     return cls
 
 
@@ -146,15 +151,16 @@ def build(
     data is plausible, and members the platform sends as ``null`` are ``None``.
 
     Args:
-        kind: A ``notifyType`` (``"deviceDataChanged"``, ``"nbCommandStatusChanged"``) or a
-            notification class.
+        kind: A ``notifyType`` (``"deviceDataChanged"``, ``"nbCommandStatusChanged"``), a v5
+            pair (``"device.property:report"``) or a notification class.
         seed: Makes the random values reproducible (times still follow ``now``).
         now: The time used for every time member; default: the current time.
         **overrides: Members to set, by attribute name (``device_id``). A dict given for a
             nested structure is merged into the default one (``result={"result_code": "FAILED"}``);
             a list of dicts for a list of structures is merged item by item (items past the
             default ones start from its first). Values are not
-            type-checked, so a test can build an invalid notification on purpose.
+            type-checked, so a test can build an invalid notification on purpose. A v5 push
+            takes its members by their wire names (``notify_data={"body": {...}}``), checked.
 
     Raises:
         ValueError: ``kind`` is not a notification type.
@@ -162,6 +168,8 @@ def build(
     """
     cls = _kind(kind)
     faker = Faker(random.Random(seed), now or dt.datetime.now(dt.UTC))
+    if issubclass(cls, V5Notification):
+        return v5_samples.build(cls.pair, faker, overrides)
     values = _apply(cls, {}, FORMATS.types[cls.notify_type].sample(faker), cls.notify_type)
     return cls(**_apply(cls, values, overrides, cls.notify_type))
 
@@ -182,6 +190,9 @@ def encode(notification: Notification, *, pretty: bool = False) -> bytes:
         notification: The notification.
         pretty: Indent the JSON, for display.
     """
+    if isinstance(notification, V5Notification):
+        body = msgspec.json.encode(notification.wire())
+        return msgspec.json.format(body, indent=2) if pretty else body
     data: dict[str, Any] = msgspec.to_builtins(notification)
     # Members the platform leaves out rather than sending null.
     if isinstance(notification, DeviceDatasChanged) and notification.service is None:
@@ -197,12 +208,15 @@ def encode(notification: Notification, *, pretty: bool = False) -> bytes:
 
 
 def path_for(notification_or_kind: Notification | Kind, prefix: str = DEFAULT_PATH) -> str:
-    """Return the path a notification is posted to: ``prefix``, plus ``/cmd`` for NB-IoT status."""
+    """Return the path a notification is posted to: ``prefix``, plus ``/cmd`` for NB-IoT status;
+    for a v5 push, the v5 path (``prefix`` if it is not the default legacy one)."""
     cls = (
         type(notification_or_kind)
         if isinstance(notification_or_kind, Notification)
         else _kind(notification_or_kind)
     )
+    if issubclass(cls, V5Notification):
+        return DEFAULT_V5_PATH if prefix == DEFAULT_PATH else prefix
     prefix = prefix.rstrip("/")
     return f"{prefix}/cmd" if cls is NBCommandStatusChanged else prefix or "/"
 

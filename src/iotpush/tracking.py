@@ -24,6 +24,8 @@ from . import trackers
 from .exceptions import EntryNotFound, NotificationError
 from .inbox import Entry, Selection, Tally, TrackingInbox, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
+from .trackers.messages import MessageRecord, get_message
+from .trackers.tasks import TaskRecord, get_task
 
 __all__ = ["MAX_VIEW_COMMANDS", "DeviceView", "RebuildPlan", "Tracking"]
 
@@ -239,6 +241,28 @@ class Tracking:
         if not records:
             raise EntryNotFound(f"no upgrade operation {operation_id}")
         return records
+
+    async def message(self, message_id: str) -> MessageRecord:
+        """One message sent down to a device (v5), with its status and history.
+
+        Raises:
+            EntryNotFound: No notification named the message.
+        """
+        record = await self.inbox.read(lambda db: get_message(db, message_id))
+        if record is None:
+            raise EntryNotFound(f"no message {message_id}")
+        return record
+
+    async def task(self, task_id: str) -> TaskRecord:
+        """One v5 batch task (firmware or software upgrade...), with its progress and history.
+
+        Raises:
+            EntryNotFound: No notification named the task.
+        """
+        record = await self.inbox.read(lambda db: get_task(db, task_id))
+        if record is None:
+            raise EntryNotFound(f"no batch task {task_id}")
+        return record
 
     async def upgrades(
         self, *, device: str | None = None, limit: int = 100, after: str | None = None

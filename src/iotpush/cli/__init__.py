@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from . import config, db, inbox, send, serve, tracking
+from . import config, db, inbox, messages, send, serve, tracking
 
 
 @click.group(context_settings={"auto_envvar_prefix": "IOTPUSH", "show_default": True})
@@ -21,6 +21,7 @@ def main() -> None:
 for _command in (
     serve.serve, send.send, send.examples, inbox.quarantine, inbox.inbox,
     tracking.commands, tracking.devices, tracking.trackers, db.db, config.config,
+    messages.messages, messages.tasks,
 ):  # fmt: skip
     main.add_command(_command)
 

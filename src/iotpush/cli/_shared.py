@@ -14,8 +14,8 @@ import msgspec
 
 from .._when import parse_duration, parse_when
 from ..exceptions import IotpushError
+from ..formats import FORMATS
 from ..inbox import AdminInbox, Inbox, Mode, Tally
-from ..models import NOTIFICATION_TYPES
 from ..server import DEFAULT_STORE, Config, open_store
 from ..tracking import Tracking
 
@@ -31,7 +31,7 @@ store_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 LIMIT = click.IntRange(1, 1000)
 COUNT = click.IntRange(min=0)
-TYPE_CHOICE = click.Choice(list(NOTIFICATION_TYPES))
+TYPE_CHOICE = click.Choice(list(FORMATS.types))
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]

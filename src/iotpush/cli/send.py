@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..models import NOTIFICATION_TYPES
+from ..v5 import PAIRS
 from ._shared import TYPE_CHOICE
 
 
@@ -45,11 +46,13 @@ def send(
     kind: str, url: str, count: int, rate: float | None, concurrency: int, device: str | None,
     cacert: str | None, insecure: bool, path_token: str | None, signing_secret: str | None,
 ) -> None:  # fmt: skip
-    """Post notifications as the platform does. KIND: a notifyType, 'mix', or a JSON file.
+    """Post notifications as the platform does. KIND: a notifyType, a v5 pair
+    (device.property:report), 'mix' (every legacy type), 'mix-v5' (every v5 pair), or a JSON file.
 
     Each notification is new (fresh ids and times) unless a FILE is sent, which is posted as is.
-    Failed requests are described (the first few distinct ones): an answer with its status and
-    body, or the transport error with its cause.
+    v5 pushes posted to the legacy path are recognised there too. Failed requests are described
+    (the first few distinct ones): an answer with its status and body, or the transport error
+    with its cause.
     """
     from .. import access, testing
 
@@ -69,11 +72,17 @@ def send(
                 f"not a PEM CA certificate: {exc}", param_hint="--cacert"
             ) from None
 
-    if kind in NOTIFICATION_TYPES or kind == "mix":
-        kinds = list(NOTIFICATION_TYPES) if kind == "mix" else [kind]
+    mixes = {"mix": list(NOTIFICATION_TYPES), "mix-v5": list(PAIRS)}
+    if kind in NOTIFICATION_TYPES or kind in PAIRS or kind in mixes:
+        kinds = mixes.get(kind, [kind])
 
         def make(i: int) -> Any:
             chosen = kinds[i % len(kinds)]
+            if chosen in PAIRS:
+                extra: dict[str, Any] = {}
+                if device and not chosen.startswith(("batchtask:", "product:")):  # device pairs
+                    extra["notify_data"] = {"header": {"device_id": device, "gateway_id": device}}
+                return testing.build(chosen, **extra)
             fields = NOTIFICATION_TYPES[chosen].__struct_fields__
             # One device: directly connected, so its gateway is itself (as in the spec examples).
             overrides: dict[str, Any] = {
@@ -106,10 +115,10 @@ def send(
 @click.argument("kind", required=False, type=TYPE_CHOICE)
 @click.option("--compact", is_flag=True, help="One line per body, as the platform sends it.")
 def examples(kind: str | None, compact: bool) -> None:
-    """Print an example body of KIND, or of every type."""
+    """Print an example body of KIND, or of every type (legacy, then v5)."""
     from .. import testing
 
-    for name in [kind] if kind else list(NOTIFICATION_TYPES):
+    for name in [kind] if kind else [*NOTIFICATION_TYPES, *PAIRS]:
         body = testing.encode(testing.example(name), pretty=not compact)
         if not kind and not compact:
             click.echo(f"# {name}  (POST {testing.path_for(name)})")

@@ -70,6 +70,7 @@ SETTINGS: list[click.Parameter] = [
     _setting("network", "--port", type=PORT, help="Port to listen on (0: any free one)."),
     _setting("network", "--path", help="The callback URL's path."),
     _setting("network", "--command-path", help="NB-IoT command status path [default: PATH/cmd]."),
+    _setting("network", "--v5-path", help="The v5 data-forwarding push path."),
     _setting(
         "network",
         "--reuse-port",

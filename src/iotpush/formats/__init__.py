@@ -10,19 +10,23 @@ added to `FORMATS` below; a route (`PushRoute`) maps the paths its bodies arrive
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..exceptions import NotificationError
 from .base import KeyRule, PushFormat, PushRoute, TypeSpec, digest
 from .legacy import LEGACY
 from .legacy.models import Notification
+from .v5 import V5, is_v5
 
 __all__ = [
     "FORMATS",
     "LEGACY",
+    "LEGACY_OR_V5",
+    "V5",
     "Formats",
     "KeyRule",
+    "LegacyOrV5",
     "PushFormat",
     "PushRoute",
     "TypeSpec",
@@ -81,5 +85,29 @@ class Formats:
         return key, key if slot is None else slot
 
 
-FORMATS: Final = Formats([LEGACY])
+FORMATS: Final = Formats([LEGACY, V5])
 """Every push format iotpush knows: add a new one here."""
+
+
+class LegacyOrV5:
+    """The legacy main path's format: legacy bodies, and v5 bodies posted there (a body without
+    ``notifyType`` that has ``resource`` and ``event``), since operators reuse their URL."""
+
+    name: str = "legacy"
+    projections: tuple[str, ...] = (*LEGACY.projections, *V5.projections)
+
+    def __init__(self) -> None:
+        self.types: Mapping[str, TypeSpec[Any]] = {**LEGACY.types, **V5.types}
+
+    def decode(self, body: bytes, kind: str | None = None) -> Notification:
+        """Decode ``body`` as a legacy notification, else (without ``notifyType``) as v5."""
+        try:
+            return LEGACY.decode(body, kind)
+        except NotificationError as exc:
+            if kind is None and exc.path == "$.notifyType" and is_v5(body):
+                return V5.decode(body)
+            raise
+
+
+LEGACY_OR_V5: Final = LegacyOrV5()
+"""The format of the legacy main path (see `LegacyOrV5`)."""

@@ -1,7 +1,11 @@
 """The NATS JetStream sink: each kept notification published to ``<prefix>.<type>.<device>``.
 
 Subjects. ``iotpush.deviceDataChanged.meter-0001``: the prefix (default ``iotpush``), the
-``notifyType`` (``nbCommandStatusChanged`` for NB-IoT command status), and the device id. A token
+``notifyType`` (``nbCommandStatusChanged`` for NB-IoT command status), and the device id. A v5
+push goes to ``<prefix>.v5.<resource>.<event>.<device>`` (``iotpush.v5.device%2Eproperty.report.
+meter-0001``): five tokens where legacy subjects have three, and no ``notifyType`` is ``v5``, so
+the two never meet; ``iotpush.v5.>`` is every v5 push, ``iotpush.v5.*.*.meter-0001`` one device's,
+``iotpush.*.*`` every legacy one. A token
 keeps every printable ASCII character but ``.``, ``*``, ``>`` and ``%``; those, spaces, control
 and non-ASCII characters are percent-encoded (UTF-8, ``%2E`` for a ``.``), so no device id can
 add a token or a wildcard. An entry without a device (or with an empty one) gets the token ``_``;
@@ -83,7 +87,11 @@ def token(value: str | None) -> str:
 
 
 def subject(prefix: str, entry: Entry) -> str:
-    """The subject ``entry`` is published to: ``<prefix>.<type>.<device>``."""
+    """The subject ``entry`` is published to: ``<prefix>.<type>.<device>``, and for a v5 push
+    ``<prefix>.v5.<resource>.<event>.<device>``."""
+    resource, v5, event = entry.type.partition(":")
+    if v5:
+        return f"{prefix}.v5.{token(resource)}.{token(event)}.{token(entry.device)}"
     return f"{prefix}.{token(entry.type)}.{token(entry.device)}"
 
 

@@ -1,12 +1,15 @@
 """Lifecycle trackers: state that survives late, duplicated and out-of-order notifications.
 
-Four trackers, each a module with its own tables and queries:
+Six trackers, each a module with its own tables and queries:
 
-- `commands`: each command's state machine (NB-IoT status, ``messageConfirm``, ``commandRsp``),
-  history and deadline watchdog;
+- `commands`: each command's state machine (NB-IoT status, ``messageConfirm``, ``commandRsp``,
+  v5 ``device.command.status:update``), history and deadline watchdog;
 - `shadow`: whether desired properties were delivered to each device service;
-- `devices`: the device registry and the latest value of each reported property;
-- `upgrades`: software and firmware upgrade progress and results.
+- `devices`: the device registry and the latest value of each reported property (`devices_v5`
+  feeds the same tables from v5 pushes);
+- `upgrades`: software and firmware upgrade progress and results;
+- `messages`: the status and history of each message sent down to a device (v5);
+- `tasks`: the progress of each v5 batch task (firmware and software upgrades...).
 
 Each is a `iotpush.projections.Projection` (its module's ``PROJECTION``; `PROJECTIONS` lists
 them, and `iotpush.server` gives them to the inbox): pure, synchronous functions over a DB-API
@@ -27,7 +30,7 @@ from typing import Final
 
 from ..models import Notification
 from ..projections import Projection, Projections
-from . import commands, devices, shadow, upgrades
+from . import commands, devices, devices_v5, messages, shadow, tasks, upgrades
 from ._common import Cursor, Database
 from .commands import (
     CommandEvent,
@@ -89,11 +92,14 @@ PROJECTIONS: Final[tuple[Projection, ...]] = (
     commands.PROJECTION,
     shadow.PROJECTION,
     devices.PROJECTION,
+    devices_v5.PROJECTION,
     upgrades.PROJECTION,
+    messages.PROJECTION,
+    tasks.PROJECTION,
 )
-"""The four trackers, in the order they are applied to an entry."""
+"""The trackers, in the order they are applied to an entry."""
 
-_TRACKERS: Final = (commands, shadow, devices, upgrades)
+_TRACKERS: Final = (commands, shadow, devices, devices_v5, upgrades, messages, tasks)
 _ALL: Final = Projections(PROJECTIONS)
 
 SCHEMA: Final[str] = "".join(tracker.SCHEMA for tracker in _TRACKERS)

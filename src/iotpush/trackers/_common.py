@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,10 @@ import msgspec
 from ..models import Notification
 from ..projections import Cursor, Database
 
-__all__ = ["Cursor", "Database", "Tracker", "dumps", "limit_sql", "loads", "page_sql", "upsert_sql"]
+__all__ = [
+    "Cursor", "Database", "Tracker", "dumps", "fold_ranked", "limit_sql", "loads", "page_sql",
+    "upsert_sql",
+]  # fmt: skip
 
 MAX_LIMIT = 1000
 
@@ -124,3 +127,26 @@ def select_pages(
     )
     rows = db.execute(sql, args).fetchall()
     return [list(group) for _, group in itertools.groupby(rows, key)]
+
+
+def fold_ranked(
+    ranks: Mapping[str, int], final: int, events: Iterable[tuple[int, str | None]]
+) -> tuple[str | None, int | None, set[int]]:
+    """Fold status pushes ``(entry_id, status)``, in entry-id order, into a current status.
+
+    A status of higher rank advances (skipping ranks is fine); one of rank ``final`` never
+    changes; a lower or equal rank, or a status not in ``ranks``, moves nothing. Returns the
+    status, the entry that set it, and the entries that moved it.
+    """
+    status: str | None = None
+    setter: int | None = None
+    moved: set[int] = set()
+    for entry_id, incoming in events:
+        rank = None if incoming is None else ranks.get(incoming)
+        if rank is None:
+            continue
+        if status is not None and (ranks[status] >= final or rank <= ranks[status]):
+            continue
+        status, setter = incoming, entry_id
+        moved.add(entry_id)
+    return status, setter, moved

@@ -1,6 +1,8 @@
 """Command tracker: one record per command id, its state, history and deadline.
 
-Fed by NB-IoT command status pushes (``commandId``), and for MQTT devices by ``messageConfirm``
+Fed by NB-IoT command status pushes (``commandId``), v5 ``device.command.status:update`` pushes
+(``body.command_id``, ``body.status``: the same status names, ``body.result`` the detail), and
+for MQTT devices by ``messageConfirm``
 (``header.status``: sent, delivered, executed) and ``commandRsp`` (the device answered: the
 command succeeded, its body is the detail); both name the command by ``header.requestId``. All
 three share one command id space.
@@ -24,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ..formats.v5.models import DeviceCommandStatusUpdate
 from ..models import CommandRsp, MessageConfirm, NBCommandStatusChanged, Notification
 from ._common import Database, Tracker, dumps, loads, select_pages, upsert_sql
 
@@ -34,7 +37,7 @@ __all__ = [
     "next_state", "normalise", "overdue", "recent_commands",
 ]  # fmt: skip
 
-HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp)
+HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp, DeviceCommandStatusUpdate)
 
 RANKS: Final[dict[str, int]] = {"PENDING": 0, "SENT": 1, "DELIVERED": 2} | dict.fromkeys(
     ("SUCCESSFUL", "FAILED", "TIMEOUT", "EXPIRED", "CANCELED"), 3
@@ -194,6 +197,9 @@ def _event(n: Notification) -> tuple[str, str | None, str | None, str | None, An
             return n.header.request_id, n.device, code, normalise(code), n.body
         case CommandRsp():
             return n.header.request_id, n.header.device_id, None, "SUCCESSFUL", n.body
+        case DeviceCommandStatusUpdate():  # v5: the same status names
+            code = n.body.status
+            return n.body.command_id, n.device, code, normalise(code), n.body.result
     return None
 
 

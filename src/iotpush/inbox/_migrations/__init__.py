@@ -33,7 +33,12 @@ from typing import Any, Literal
 
 from ...exceptions import ConfigError
 from .._store import StoreURL
-from . import m0001_initial, m0002_console_indexes, m0003_query_indexes
+from . import (
+    m0001_initial,
+    m0002_console_indexes,
+    m0003_query_indexes,
+    m0004_v5_messages_tasks,
+)
 
 __all__ = [
     "LATEST",
@@ -79,7 +84,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = tuple(
     Migration(version, module.DESCRIPTION, module.SQLITE, module.POSTGRES)
     for version, module in enumerate(
-        (m0001_initial, m0002_console_indexes, m0003_query_indexes), start=1
+        (m0001_initial, m0002_console_indexes, m0003_query_indexes, m0004_v5_messages_tasks),
+        start=1,
     )
 )
 LATEST = MIGRATIONS[-1].version

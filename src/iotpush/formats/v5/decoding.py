@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ..exceptions import NotificationError
+from ...exceptions import NotificationError
 from .models import PAIRS, Data, Header, V5Notification, dec_hook
 
 __all__ = ["decode", "is_v5", "pair_of"]
@@ -51,11 +51,12 @@ def _error(exc: msgspec.MsgspecError, prefix: str = "$") -> NotificationError:
         return NotificationError(f"invalid JSON: {message}")
     reason, sep, path = message.rpartition(" - at `")
     if not sep:
-        if message.startswith("Object missing required field `"):
-            member = message.removeprefix("Object missing required field `").rstrip("`")
-            return NotificationError(f"missing required member `{member}`", f"{prefix}.{member}")
-        return NotificationError(message, prefix)
-    return NotificationError(reason, prefix + path.rstrip("`")[1:])
+        reason, path = message, "$"
+    path = prefix + path.rstrip("`")[1:]
+    if reason.startswith("Object missing required field `"):
+        member = reason.removeprefix("Object missing required field `").rstrip("`")
+        return NotificationError(f"missing required member `{member}`", f"{path}.{member}")
+    return NotificationError(reason, path)
 
 
 def pair_of(body: bytes) -> str:

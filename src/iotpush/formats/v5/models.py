@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import msgspec
 
-from ..models import Notification, format_time, parse_time
+from ..legacy.models import Notification, format_time, parse_time
 
 __all__ = [
     "PAIRS",

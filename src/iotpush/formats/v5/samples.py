@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import msgspec
 
-from .._samples import Faker
+from ..._samples import Faker
 from .models import PAIRS, V5Notification, dec_hook
 
 __all__ = ["build", "defaults", "merge"]

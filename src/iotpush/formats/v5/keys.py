@@ -32,7 +32,7 @@ import msgspec
 
 from . import models as m
 
-__all__ = ["key_and_slot"]
+__all__ = ["key_and_slot", "rule"]
 
 _encode = msgspec.json.Encoder(enc_hook=m.enc_hook, order="sorted").encode
 
@@ -99,12 +99,22 @@ _RULES: Final[dict[type[m.V5Notification[Any]], Callable[[Any], tuple[str, str |
 assert set(_RULES) == set(m.PAIRS.values()), "every pair needs a key rule"
 
 
+def rule(cls: type[m.V5Notification[Any]]) -> Callable[[Any], tuple[str, str | None]]:
+    """The key rule of a pair (without the pair in front): ``request_id`` when the push has one,
+    else the pair's own rule."""
+    derived = _RULES[cls]
+
+    def key(notification: m.V5Notification[Any]) -> tuple[str, str | None]:
+        if notification.request_id:
+            return notification.request_id, None
+        return derived(notification)
+
+    return key
+
+
 def key_and_slot(notification: m.V5Notification[Any]) -> tuple[str, str]:
-    """The idempotency key of a v5 push and the dedupe slot it occupies."""
-    pair = notification.pair
-    if notification.request_id:
-        key = f"{pair}:{notification.request_id}"
-        return key, key
-    key, slot = _RULES[type(notification)](notification)
-    key = f"{pair}:{key}"
+    """The idempotency key of a v5 push and the dedupe slot it occupies (as
+    `iotpush.idempotency.key_and_slot` gives them)."""
+    key, slot = rule(type(notification))(notification)
+    key = f"{notification.pair}:{key}"
     return key, key if slot is None else slot
