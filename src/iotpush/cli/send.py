@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -42,9 +42,31 @@ from ._shared import TYPE_CHOICE
 @click.option(
     "--signing-secret", default=None, help="Sign each push as Standard Webhooks does (whsec_...)."
 )
+@click.option(
+    "--as-platform",
+    "as_platform",
+    type=click.Choice(["legacy", "v5"]),
+    default=None,
+    help="Deliver as the platform does: a 15 s deadline, v5 discards a failed push and legacy "
+    "re-pushes it, 10 failures in a row blacklist the URL (probed every 3 min), the backlog is "
+    "drained at the flow-control rate. Reports delivered, discarded and held back.",
+)
+@click.option(
+    "--scale",
+    default=1.0,
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --as-platform: divide the probe interval (60: every 3 s).",
+)
+@click.option(
+    "--drain-rate",
+    default=800.0,
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --as-platform: pushes per second when draining the backlog.",
+)
 def send(
     kind: str, url: str, count: int, rate: float | None, concurrency: int, device: str | None,
     cacert: str | None, insecure: bool, path_token: str | None, signing_secret: str | None,
+    as_platform: Literal["legacy", "v5"] | None, scale: float, drain_rate: float,
 ) -> None:  # fmt: skip
     """Post notifications as the platform does. KIND: a notifyType, a v5 pair
     (device.property:report), 'mix' (every legacy type), 'mix-v5' (every v5 pair), or a JSON file.
@@ -95,6 +117,19 @@ def send(
         bodies = [Path(kind).read_bytes()]
     else:
         raise click.BadParameter(f"{kind!r} is neither a notifyType nor a file", param_hint="KIND")
+    if as_platform is not None:
+        from ..platform import DeliveryRules, push_as_platform
+
+        if signing_secret is not None:
+            raise click.UsageError("--as-platform sends no signature (the platform signs nothing)")
+        target = url if path_token is None else testing.with_path_token(url, path_token)
+        rules = DeliveryRules(format=as_platform, scale=scale, drain_rate=drain_rate)
+        encoded: Any = (lambda i: testing.encode(bodies(i))) if callable(bodies) else bodies
+        result = asyncio.run(
+            push_as_platform(target, encoded, count=count, rules=rules, rate=rate, verify=verify)
+        )
+        click.echo(str(result))
+        sys.exit(0 if result.delivered == count else 1)
     report = asyncio.run(
         testing.send(
             url, bodies, count=count, rate=rate, concurrency=concurrency, verify=verify,
