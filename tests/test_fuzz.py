@@ -1,8 +1,8 @@
 """Generated input against the decoder and the whole receive path: never a crash, never a 5xx.
 
-Every valid notification of every type (in any member order, pretty or compact, with unknown
-members) is accepted; everything else (mutated notifications, random JSON, random bytes) is
-refused with a 4xx that names a path. CI runs a bounded number of examples; set
+Every valid notification of every type, legacy and v5 (in any member order, pretty or compact,
+with unknown members) is accepted; everything else (mutated notifications, random JSON, random
+bytes) is refused with a 4xx that names a path. CI runs a bounded number of examples; set
 ``IOTPUSH_FUZZ_EXAMPLES=100000`` for the long campaign.
 """
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from iotpush import App, Notification, NotificationError, decode, testing
 from iotpush.inbox.memory import MemoryInbox
+from iotpush.v5 import PAIRS
 
 EXAMPLES = int(os.environ.get("IOTPUSH_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -39,7 +40,7 @@ json_values = st.recursive(
 @st.composite
 def valid_notifications(draw: st.DrawFn) -> tuple[str, bytes]:
     """A realistic notification of any type, re-encoded the many ways platforms send JSON."""
-    kind = draw(st.sampled_from(testing.ALL_KINDS))
+    kind = draw(st.sampled_from([*testing.ALL_KINDS, *PAIRS]))
     notification = testing.build(kind, seed=draw(st.integers(0, 2**32)))
     data: dict[str, Any] = json.loads(testing.encode(notification))
     extras = draw(st.dictionaries(st.text(min_size=1, max_size=12), json_values, max_size=3))
@@ -65,7 +66,8 @@ def broken_notifications(draw: st.DrawFn) -> tuple[str, bytes]:
     if how == "array":
         return path, json.dumps([data]).encode()
     if how == "type":
-        data["notifyType"] = draw(st.text(max_size=30))
+        tag = draw(st.sampled_from(["resource", "event"])) if "resource" in data else "notifyType"
+        data[tag] = draw(st.text(max_size=30))
     else:
         key = draw(st.sampled_from(sorted(data)))
         if how == "drop":
@@ -76,7 +78,7 @@ def broken_notifications(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 def route_of(path: str) -> Any:
-    return "command" if path.endswith("/cmd") else "notify"
+    return "command" if path.endswith("/cmd") else "v5" if path.startswith("/v5/") else "notify"
 
 
 @FUZZ
