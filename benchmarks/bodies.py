@@ -1,4 +1,6 @@
-"""The request mix: templates of all 22 notification types, each request made unique.
+"""The request mix: templates of all 22 notification types, each request made unique; and its v5
+variant, templates of every v5 ``resource:event`` pair in the same proportions (`build_mix` with
+``v5=True``), posted to the v5 path.
 
 A template is a compact JSON body with tokens that a request counter ``n`` fills in:
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 PATH = "/v1.0.0/messageReceiver"
+V5_PATH = "/v5/forwarding"
 COMMAND_PATH = "/v1.0.0/messageReceiver/cmd"
 DEVICES = 2999  # prime, so device and template choice (n mod 200) are independent
 BASE_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -195,6 +198,87 @@ def variants() -> dict[str, list[dict[str, Any]]]:
     }  # fmt: skip
 
 
+# Out of every 200 v5 requests, as in the legacy mix: half property reports, a fifth command
+# status; then messages and status changes, 3 of each other pair.
+V5_WEIGHTS: dict[str, int] = {
+    "device.property:report": 100, "device.command.status:update": 40,
+    "device.message:report": 15, "device.status:update": 15, "device.message.status:update": 6,
+}  # fmt: skip
+
+
+def _v5(pair: str, body: dict[str, Any], *, request_id: bool = True, dev: str = "@DEV@") -> Any:
+    resource, _, event = pair.partition(":")
+    header = {"app_id": "app-7d1c", "device_id": dev, "node_id": "86217704@N@",
+              "product_id": "prod-01", "gateway_id": dev}  # fmt: skip
+    notify: dict[str, Any] = {"body": body}
+    if not pair.startswith(("batchtask", "product")):
+        notify = {"header": header, **notify}
+    envelope: dict[str, Any] = {"resource": resource, "event": event, "event_time": "@T@"}
+    if request_id:
+        envelope["request_id"] = "req-@N@"
+    return {**envelope, "notify_data": notify}
+
+
+def v5_variants() -> dict[str, list[dict[str, Any]]]:
+    """Bodies of every v5 pair with tokens in place. Property reports and command status carry
+    no ``request_id`` (their keys are derived, as for the legacy data reports), the rest do."""
+    t = "@T@"
+
+    def services(*items: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"services": [{"service_id": name, "properties": props, "event_time": t}
+                             for name, props in items]}  # fmt: skip
+
+    def command(status: str, result: Any) -> dict[str, Any]:
+        return {"command_id": "9a6b9a11c2f0b7e2@N@", "created_time": t, "sent_time": t,
+                "status": status, "result": result}  # fmt: skip
+
+    device = {"device_id": "@UDEV@", "node_id": "86217704@N@", "gateway_id": "@UDEV@",
+              "device_name": "meter-@N@", "node_type": "ENDPOINT", "fw_version": "1.0",
+              "sw_version": "2.1", "product_id": "prod-01", "product_name": "WaterMeter",
+              "status": "INACTIVE", "create_time": t}  # fmt: skip
+    product = {"product_id": "prod-@N@", "name": "WaterMeter", "device_type": "WaterMeter",
+               "protocol_type": "MQTT", "data_format": "json", "manufacturer_name": "Acme",
+               "industry": "utilities", "create_time": t}  # fmt: skip
+    return {
+        "device.property:report": [
+            _v5("device.property:report", services(("Brightness", {"brightness": _NUM})),
+                request_id=False),
+            _v5("device.property:report",
+                services(("Temperature", {"temperature": _NUM, "humidity": 41.5})),
+                request_id=False),
+            _v5("device.property:report", services(("WaterMeter", {"currentReading": _NUM}),
+                                                   ("Battery", {"batteryLevel": 93})),
+                request_id=False),
+            _v5("device.property:report", services(("Switch", {"state": "ON", "seq": _NUM})),
+                request_id=False),
+        ],
+        "device.command.status:update": [
+            _v5("device.command.status:update", command("SENT", None), request_id=False),
+            _v5("device.command.status:update", command("DELIVERED", None), request_id=False),
+            _v5("device.command.status:update", command("SUCCESSFUL", {"result_code": 0}),
+                request_id=False),
+            _v5("device.command.status:update", command("FAILED", {"error": "timeout"}),
+                request_id=False),
+        ],
+        "device.message:report": [_v5("device.message:report", {
+            "content": {"alarm": "smoke", "seq": _NUM}, "topic": "user/up", "id": "msg-@N@"})],
+        "device.status:update": [_v5("device.status:update", {
+            "status": "ONLINE", "last_online_time": t})],
+        "device.message.status:update": [_v5("device.message.status:update", {
+            "message_id": "msg-@N@", "name": "config", "status": "DELIVERED", "timestamp": t})],
+        "device:create": [_v5("device:create", device, dev="@UDEV@")],
+        "device:update": [_v5("device:update", {**device, "status": "ONLINE"}, dev="@UDEV@")],
+        "device:delete": [_v5("device:delete", device, dev="@UDEV@")],
+        "device.data:update": [_v5("device.data:update", services(("Meter", {"v": _NUM})))],
+        "batchtask:update": [_v5("batchtask:update", {
+            "app_id": "app-7d1c", "task_id": "task-@N@", "task_type": "firmwareUpgrade",
+            "status": "Processing", "status_desc": "2 of 10"})],
+        "product:create": [_v5("product:create", product)],
+        "product:update": [_v5("product:update", product)],
+        "product:delete": [_v5("product:delete", product)],
+    }  # fmt: skip
+
+
 def _template(kind: str, body: dict[str, Any]) -> Template:
     text = json.dumps(body, separators=(",", ":")).replace(f'"{_NUM}"', "@N@")
     parts: list[str | int] = []
@@ -203,15 +287,17 @@ def _template(kind: str, body: dict[str, Any]) -> Template:
             parts.append(TOKENS[piece])
         elif piece:
             parts.append(piece)
-    path = COMMAND_PATH if kind == "nbCommandStatusChanged" else PATH
+    path = COMMAND_PATH if kind == "nbCommandStatusChanged" else V5_PATH if ":" in kind else PATH
     return Template(kind, path, tuple(parts))
 
 
-def build_mix(seed: int = 5) -> list[Template]:
-    """The cycle of 200 templates requests go through, by `WEIGHTS`, in a fixed shuffled order."""
+def build_mix(seed: int = 5, *, v5: bool = False) -> list[Template]:
+    """The cycle of 200 templates requests go through, by `WEIGHTS` (`V5_WEIGHTS`), in a fixed
+    shuffled order."""
     cycle: list[Template] = []
-    for kind, bodies in variants().items():
-        weight = WEIGHTS.get(kind, OTHER_WEIGHT)
+    weights = V5_WEIGHTS if v5 else WEIGHTS
+    for kind, bodies in (v5_variants() if v5 else variants()).items():
+        weight = weights.get(kind, OTHER_WEIGHT)
         cycle += [_template(kind, bodies[i % len(bodies)]) for i in range(weight)]
     random.Random(seed).shuffle(cycle)
     return cycle
@@ -254,13 +340,14 @@ def write_lua(path: Path, mix: list[Template] | None = None) -> None:
     path.write_text("\n".join(lines))
 
 
-def check(count: int) -> list[str]:
+def check(count: int, *, v5: bool = False) -> list[str]:
     """Render ``count`` requests and return the problems found (empty: every body is valid,
-    unique by iotpush's idempotency key, and the mix holds all 22 types)."""
+    unique by iotpush's idempotency key, and the mix holds all 22 types, or every v5 pair)."""
     from iotpush import NOTIFICATION_TYPES, decode
     from iotpush.idempotency import key_and_slot
+    from iotpush.v5 import PAIRS
 
-    mix = build_mix()
+    mix = build_mix(v5=v5)
     problems: list[str] = []
     keys: set[str] = set()
     seen: Counter[str] = Counter()
@@ -268,7 +355,8 @@ def check(count: int) -> list[str]:
         t = mix[n % len(mix)]
         body = render(t, n)
         try:
-            notification = decode(body, "command" if t.path == COMMAND_PATH else "notify")
+            route = "command" if t.path == COMMAND_PATH else "v5" if t.path == V5_PATH else "notify"
+            notification = decode(body, route)
         except Exception as exc:
             problems.append(f"request {n} ({t.type}): {exc}")
             continue
@@ -277,7 +365,7 @@ def check(count: int) -> list[str]:
         if key in keys:
             problems.append(f"request {n} ({t.type}) repeats key {key}")
         keys.add(key)
-    missing = set(NOTIFICATION_TYPES) - set(seen)
+    missing = set(PAIRS if v5 else NOTIFICATION_TYPES) - set(seen)
     if missing:
         problems.append(f"types never sent: {sorted(missing)}")
     return problems
@@ -288,14 +376,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", type=int, metavar="N", help="render and validate N requests")
     parser.add_argument("--lua", type=Path, metavar="FILE", help="write the Lua table to FILE")
+    parser.add_argument("--v5", action="store_true", help="the v5 variant of the mix")
     args = parser.parse_args()
     if args.lua:
-        write_lua(args.lua)
+        write_lua(args.lua, build_mix(v5=args.v5))
     if args.check:
-        problems = check(args.check)
+        problems = check(args.check, v5=args.v5)
         for line in problems[:20]:
             print(line, file=sys.stderr)
-        counts = Counter(t.type for t in build_mix())
+        counts = Counter(t.type for t in build_mix(v5=args.v5))
         print(f"{args.check} bodies, {len(counts)} types, per 200: {dict(counts.most_common())}")
         sys.exit(1 if problems else 0)
 

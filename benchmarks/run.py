@@ -60,6 +60,7 @@ class Bench:
     iotpush_env: dict[str, str]
     postgres: str | None = None
     nats: str | None = None
+    mix_v5_file: Path | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -195,7 +196,7 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
         load, wrk_report = run_wrk(
             bench.wrk,
             server.url,
-            bench.mix_file,
+            bench.mix_v5_file if config == "iotpush-v5" and bench.mix_v5_file else bench.mix_file,
             bench.duration,
             bench.connections,
             bench.load_pin,
@@ -318,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     workroot = Path(tempfile.mkdtemp(prefix="iotpush-bench-"))
     mix_file = workroot / "mix-table.lua"
     bodies.write_lua(mix_file)
+    mix_v5_file = workroot / "mix-v5-table.lua"
+    bodies.write_lua(mix_v5_file, bodies.build_mix(v5=True))
     bench = Bench(
         wrk,
         mix_file,
@@ -330,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {},
         args.postgres,
         args.nats,
+        mix_v5_file,
     )
     started = time.time()
     meta = {

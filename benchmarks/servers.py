@@ -22,10 +22,15 @@ from typing import Any, Literal
 from benchmarks.services import BenchError, Store, Stream, iotpush_command
 
 ROOT = Path(__file__).resolve().parent.parent
-ConfigName = Literal["iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2", "iotpush-nats"]
+ConfigName = Literal[
+    "iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2", "iotpush-nats", "iotpush-v5"
+]  # fmt: skip
 CONFIGS: tuple[ConfigName, ...] = ("iotpush", "baseline", "legacy")
 """The configs run by default."""
-ALL_CONFIGS: tuple[ConfigName, ...] = (*CONFIGS, "iotpush-pg", "iotpush-pg2", "iotpush-nats")
+ALL_CONFIGS: tuple[ConfigName, ...] = (
+    *CONFIGS, "iotpush-pg", "iotpush-pg2", "iotpush-nats", "iotpush-v5"
+)  # fmt: skip
+"""``iotpush-v5`` is ``iotpush`` loaded with the v5 variant of the mix."""
 IOTPUSH_CONFIGS: frozenset[str] = frozenset(c for c in ALL_CONFIGS if c.startswith("iotpush"))
 """The configs that are iotpush, with handlers to count and an inbox to measure."""
 POSTGRES_PROCESSES = {"iotpush-pg": 1, "iotpush-pg2": 2}

@@ -17,6 +17,11 @@ def test_bodies_check_mix_is_valid_unique_and_complete() -> None:
     assert bodies.check(1_000) == []
 
 
+def test_bodies_check_v5_mix_is_valid_unique_and_complete() -> None:
+    assert bodies.check(1_000, v5=True) == []
+    assert {t.path for t in bodies.build_mix(v5=True)} == {bodies.V5_PATH}
+
+
 def test_ladder_small_run_prints_every_step() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.ladder", "-n", "400", "--connections", "8"],

@@ -78,8 +78,13 @@ def parse_v5_time(value: object) -> Time:
     """
     if isinstance(value, str):
         if len(value) == 16 and value[8] == "T":
-            t = parse_time(value)
-            return Time(t.year, t.month, t.day, t.hour, t.minute, t.second, tzinfo=dt.UTC)
+            if value[15] == "Z" and value[:8].isdigit() and value[9:15].isdigit():
+                # Sliced by hand (the usual form, in every push): a tenth of strptime's cost.
+                return Time(
+                    int(value[:4]), int(value[4:6]), int(value[6:8]),
+                    int(value[9:11]), int(value[11:13]), int(value[13:15]), tzinfo=dt.UTC,
+                )  # fmt: skip
+            parse_time(value)  # raises, naming the compact form
         if value.isdigit():
             return parse_v5_time(int(value))
         try:
