@@ -176,7 +176,9 @@ def remount(where: Path, how: str) -> None:
 def fill(disk: Path) -> Path:
     """Fill ``disk`` to the last byte with one file; return it (delete it to free the space)."""
     filler = disk / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file would flush its last partial chunk on close and raise there,
+    # depending on how many bytes the store happened to leave free.
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
         while True:
             out.write(b"\0" * 65536)
             out.flush()
