@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats bench-console bench-api clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats bench-console bench-api bench-metrics clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-nats: $(STAMP)  ## iotpush with and without the NATS JetStream sink, vs ba
 
 bench-console: $(STAMP)  ## the console's pages on a store of 1M entries: p50 and p99
 	$(PY) -m benchmarks.console --entries 1000000 --rounds 300
+
+bench-metrics: $(STAMP)  ## iotpush with /metrics scraped every second vs --no-metrics, alternated
+	$(PY) benchmarks/run.py --configs iotpush,iotpush-nometrics --rounds 6
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300

@@ -18,7 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -184,6 +186,34 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
     }
 
 
+class Scraper:
+    """Scrapes ``/metrics`` every second, as a Prometheus with a 1 s interval would (15 times
+    its default rate), until stopped: the metrics' cost is measured with the scrapes in it."""
+
+    def __init__(self, url: str, interval: float = 1.0) -> None:
+        self.url = f"{url}/metrics"
+        self.interval = interval
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as answer:
+                    answer.read()
+                self.count += 1
+            except OSError:
+                pass  # a scrape the server could not answer: not counted
+
+    def stop(self) -> int:
+        """Stop scraping; the scrapes answered."""
+        self._stop.set()
+        self._thread.join(10)
+        return self.count
+
+
 def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
     """Start ``config``, load it, measure it, stop it: one run."""
     iotpush = config in IOTPUSH_CONFIGS
@@ -192,6 +222,7 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
     server = Server.start(
         config, workdir, bench.server_pin, env, postgres=bench.postgres, nats=bench.nats
     )
+    scraper = Scraper(server.url) if iotpush and config != "iotpush-nometrics" else None
     try:
         load, wrk_report = run_wrk(
             bench.wrk,
@@ -202,6 +233,7 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
             bench.load_pin,
         )
         load_end = time.time()
+        scrapes = scraper.stop() if scraper is not None else None
         e2e = end_to_end(server, load, load_end, bench.drain_timeout) if iotpush else None
         memory = server.memory()
         problems = []
@@ -217,6 +249,8 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
         unanswered = load.errors - load.errors_by_kind["status"]
         want_log = bool(problems and (unanswered or not load.requests))
     finally:
+        if scraper is not None:
+            scraper.stop()
         exit_code = server.stop()
     log_tail = server.log_tail() if want_log else ""  # after the stop: hung requests say so
     return {
@@ -226,6 +260,7 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
         "peak_rss": memory["hwm"],
         "rss_at_end": memory["rss"],
         "e2e": e2e,
+        "metrics_scrapes": scrapes,
         "server_exit": exit_code,
         "problems": problems,
         "server_log_tail": log_tail,

@@ -23,14 +23,16 @@ from benchmarks.services import BenchError, Store, Stream, iotpush_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ConfigName = Literal[
-    "iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2", "iotpush-nats", "iotpush-v5"
+    "iotpush", "baseline", "legacy", "iotpush-pg", "iotpush-pg2", "iotpush-nats", "iotpush-v5",
+    "iotpush-nometrics",
 ]  # fmt: skip
 CONFIGS: tuple[ConfigName, ...] = ("iotpush", "baseline", "legacy")
 """The configs run by default."""
 ALL_CONFIGS: tuple[ConfigName, ...] = (
-    *CONFIGS, "iotpush-pg", "iotpush-pg2", "iotpush-nats", "iotpush-v5"
+    *CONFIGS, "iotpush-pg", "iotpush-pg2", "iotpush-nats", "iotpush-v5", "iotpush-nometrics"
 )  # fmt: skip
-"""``iotpush-v5`` is ``iotpush`` loaded with the v5 variant of the mix."""
+"""``iotpush-v5`` is ``iotpush`` loaded with the v5 variant of the mix; ``iotpush-nometrics``
+``iotpush`` with ``--no-metrics``."""
 IOTPUSH_CONFIGS: frozenset[str] = frozenset(c for c in ALL_CONFIGS if c.startswith("iotpush"))
 """The configs that are iotpush, with handlers to count and an inbox to measure."""
 POSTGRES_PROCESSES = {"iotpush-pg": 1, "iotpush-pg2": 2}
@@ -84,6 +86,8 @@ def command_for(
             cmd.append("--reuse-port")
         if sink:
             cmd += ["--sink", sink]
+        if config == "iotpush-nometrics":
+            cmd.append("--no-metrics")
         return cmd, {"IOTPUSH_BENCH_STATS": str(workdir / "stats.json")}
     if config == "baseline":
         cmd = [

@@ -101,7 +101,12 @@ def test_receive_unobserved_pipeline_emits_nothing(
 
     def push_twice(observed: bool) -> int:
         store = f"sqlite:///{tmp_path / 'i.db'}"
-        server = create_app(Config(receiver=Recorder(), store=store, console=False))
+        server = create_app(
+            Config(
+                receiver=Recorder(), store=store, console=False, metrics=False,
+                alert_failures_in_a_row=0,
+            )  # nothing that listens to the receive path
+        )  # fmt: skip
         if observed:
             server.events.subscribe(lambda event: None, Answered, Received, Refused, Committed)
 

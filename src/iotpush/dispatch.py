@@ -190,6 +190,11 @@ class Dispatcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    @property
+    def claiming(self) -> bool:
+        """Whether the claim loop runs (started, not stopped, not crashed)."""
+        return bool(self._tasks) and not self._tasks[0].done()
+
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until nothing is held and the last claim found nothing due (for tests, tools)."""
         async with asyncio.timeout(timeout):

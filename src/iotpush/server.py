@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import ipaddress
 import logging
@@ -20,6 +19,7 @@ from . import trackers
 from ._asgi import ASGIApp, Receive, Scope, Send
 from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING
 from ._slowclients import with_header_timeout
+from ._startup import log_summary
 from .access import (
     DEFAULT_TOLERANCE,
     AccessControl,
@@ -29,6 +29,7 @@ from .access import (
     SignatureVerifier,
     parse_network,
 )
+from .alerts import Alerts
 from .api import QueryAPI
 from .app import (
     DEFAULT_MAX_BODY,
@@ -48,8 +49,13 @@ from .dispatch import Dispatcher
 from .events import Events
 from .exceptions import ConfigError
 from .formats import PushRoute
+from .health import DEFAULT_MAX_BACKLOG, Health
 from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, Mode, StoreURL
+from .logs import LogFormat, ensure_handler, uvicorn_log_config
+from .metrics import Metrics
 from .models import Notification
+from .overview import OverviewReader
+from .probes import Probes
 from .projections import Projection
 from .receive import Limits
 from .receiver import Receiver, default_receiver, load_receiver
@@ -133,6 +139,15 @@ class Config:
     quarantine_max_rows: int | None = 100_000
     quarantine_max_body: int = DEFAULT_QUARANTINE_MAX_BODY
     reuse_port: bool = False
+    log_format: LogFormat = "text"
+    metrics: bool = True
+    """Serve ``/metrics`` (the other probes are always served)."""
+    ready_max_backlog: int = DEFAULT_MAX_BACKLOG
+    """The most entries a sink's outbox may hold for ``/health/ready`` to say ready."""
+    alert_failures_in_a_row: int = 3
+    """Failed answers in a row that make an ERROR line (the platform gives up after 10)."""
+    alert_no_push_for: float | None = None
+    """Seconds without a push that make a warning (None: never)."""
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
@@ -168,6 +183,13 @@ class Config:
         if self.reuse_port and not StoreURL.parse(self.store).shared:
             # A SQLite file serves one process (its lock file says so): a second would not start.
             raise ConfigError("--reuse-port needs a shared store (--store postgresql://...)")
+        if self.ready_max_backlog < 0 or self.alert_failures_in_a_row < 0:
+            option = (
+                "ready-max-backlog" if self.ready_max_backlog < 0 else "alert-failures-in-a-row"
+            )
+            raise ConfigError(f"--{option} must be 0 or more")
+        if self.alert_no_push_for is not None and not self.alert_no_push_for > 0:
+            raise ConfigError("--alert-no-push-for must be above 0 seconds")
         _check_limits(self)
         _access_controls(self)
 
@@ -319,6 +341,14 @@ class Server:
     """Where every part's events go: subscribe metrics, logs, tests to it."""
     console: ASGIApp | None = None
     """The web console served at ``/ui/`` (None: turned off)."""
+    metrics: Metrics | None = None
+    """What ``/metrics`` serves (None: turned off)."""
+    health: Health | None = None
+    """The checks of ``/health/live`` and ``/health/ready``."""
+    alerts: Alerts | None = None
+    """The warnings in the log (failures in a row, silence, dead letters)."""
+    overview: OverviewReader | None = None
+    """The store's figures, cached for a second (the gauges, readiness, the summary)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
@@ -329,6 +359,8 @@ class Server:
         return {
             "inbox": self.inbox, "dispatcher": self.dispatcher, "tracking": self.tracking,
             "publishers": self.publishers, "events": self.events, "console": self.console,
+            "metrics": self.metrics, "health": self.health, "alerts": self.alerts,
+            "overview": self.overview,
         }  # fmt: skip
 
 
@@ -365,6 +397,29 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
 
         tokens = config.console_tokens or config.api_tokens
         console = Console(inbox, tracking, events, tokens=tokens)
+    overview = OverviewReader(inbox)
+    metrics = Metrics(events, overview, sinks=tuple(inbox.outbox)) if config.metrics else None
+    checks = Health(
+        overview, events, dispatcher=dispatcher, publishers=publishers,
+        max_backlog=config.ready_max_backlog,
+    )  # fmt: skip
+    alerts = Alerts(
+        events,
+        failures_in_a_row=config.alert_failures_in_a_row,
+        no_push_for=config.alert_no_push_for,
+    )
+    loaded: Receiver = receiver
+
+    async def start_logging() -> None:
+        # After the server configured logging: iotpush's lines must never go out bare.
+        ensure_handler(config.log_format)
+        try:
+            view = await overview.read()
+        except Exception as exc:  # noqa: BLE001 - the summary says it could not read
+            logging.getLogger("iotpush").warning("cannot read the store's figures: %s", exc)
+            view = None
+        log_summary(config, loaded, view)
+
     watchdog: list[asyncio.Task[None]] = []
 
     async def start_watchdog() -> None:
@@ -379,11 +434,17 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
     # Behind a trusted proxy the peer is the proxy, often on loopback; the clients are not.
     required = not config.loopback or bool(config.trusted_proxies)
     authenticated = BearerAuth(api, config.api_tokens, required=required, events=events)
+    probes = Probes(checks, metrics)
     mounts = [
         Mount("/openapi.json", _guarded(api, controls.api_allowlist, events), exact=True),
         Mount("/api/", _guarded(authenticated, controls.api_allowlist, events)),
         Mount("/health", _guarded(health, controls.allowlist, events), exact=True),
+        Mount("/health/", _guarded(probes, controls.allowlist, events)),
     ]
+    if metrics is not None:  # the query API's access rules
+        scrape = BearerAuth(probes, config.api_tokens, required=required, what="/metrics",
+                            events=events)  # fmt: skip
+        mounts.append(Mount("/metrics", _guarded(scrape, controls.api_allowlist, events), True))
     if console is not None:  # it checks its own logins
         guarded_console = _guarded(console, controls.allowlist, events)
         mounts += [Mount("/ui", guarded_console, exact=True), Mount("/ui/", guarded_console)]
@@ -404,13 +465,22 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
         access=controls.receive,
         mounts=mounts,
         fallback=_guarded(NotFound(events), controls.allowlist, events),
-        on_startup=[dispatcher.start, start_watchdog, *(p.start for p in publishers)],
-        on_shutdown=[*(p.stop for p in publishers), stop_watchdog, dispatcher.stop],
+        on_startup=[
+            dispatcher.start,
+            start_watchdog,
+            alerts.start,
+            *(p.start for p in publishers),
+            start_logging,  # the summary counts what the last run left (claimed: undelivered)
+        ],
+        on_shutdown=[*(p.stop for p in publishers), alerts.stop, stop_watchdog, dispatcher.stop],
         events=events,
     )
     if console is not None:
         console.retry = _quarantine_replay(inbox, routes, limits)
-    return Server(app, inbox, dispatcher, tracking, publishers, events, console)
+    return Server(
+        app, inbox, dispatcher, tracking, publishers, events, console, metrics, checks, alerts,
+        overview,
+    )  # fmt: skip
 
 
 def _quarantine_replay(
@@ -479,14 +549,12 @@ _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": 
 def run(config: Config) -> None:
     """Serve ``config`` with uvicorn (uvloop and httptools where installed) until SIGINT/SIGTERM."""
     import uvicorn
-    from uvicorn.config import LOGGING_CONFIG
 
     config.check()
     check_store(config)  # one clear line before anything starts
     app = create_app(config)
-    # iotpush's own messages go where uvicorn's go, in the same format.
-    log_config = copy.deepcopy(LOGGING_CONFIG)
-    log_config["loggers"]["iotpush"] = {"handlers": ["default"], "level": config.log_level.upper()}
+    # iotpush's own lines and uvicorn's alike: an ISO 8601 time and a level, or JSON.
+    log_config = uvicorn_log_config(config.log_format, config.log_level)
     if config.path_token and config.access_log:  # the token is a secret: never in the log
         log_config.setdefault("filters", {})["mask_paths"] = {
             "()": _MaskPaths, "mask": app.app.loggable_path

@@ -21,6 +21,7 @@ from typing import Any, Final
 import msgspec
 
 from . import trackers
+from ._when import format_ts
 from .exceptions import EntryNotFound, NotificationError
 from .inbox import Entry, Selection, Tally, TrackingInbox, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
@@ -159,7 +160,7 @@ class Tracking:
                 reported.add(record.command_id)
                 log.warning(
                     "command %s to %s is overdue: %s since %s, deadline passed",
-                    record.command_id, record.device_id, record.state, record.updated_at,
+                    record.command_id, record.device_id, record.state, format_ts(record.updated_at),
                 )  # fmt: skip
                 if on_overdue is not None:
                     result = on_overdue(record)

@@ -24,6 +24,7 @@ GROUPS = {
     "limits": "Limits",
     "sinks": "Sinks",
     "logging": "Logging",
+    "monitoring": "Monitoring",
 }
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
 PORT = click.IntRange(0, 65535)
@@ -263,6 +264,31 @@ SETTINGS: list[click.Parameter] = [
         help="The least severe messages logged.",
     ),
     _setting("logging", "--access-log/--no-access-log", help="Log every request."),
+    _setting(
+        "logging",
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        help="Log lines as text (ISO 8601 time, level, logger) or one JSON object each.",
+    ),
+    # monitoring
+    _setting("monitoring", "--metrics/--no-metrics", help="Serve Prometheus metrics at /metrics."),
+    _count(
+        "monitoring",
+        "--ready-max-backlog",
+        "Most entries a sink's outbox may hold for /health/ready.",
+    ),
+    _count(
+        "monitoring",
+        "--alert-failures-in-a-row",
+        "Failed answers in a row that log an ERROR; the platform gives up after 10 (0: never).",
+    ),
+    _setting(
+        "monitoring",
+        "--alert-no-push-for",
+        type=DURATION,
+        zero_is_off=True,
+        help="Log a warning when no push arrived for this long (0: never).",
+    ),
 ]
 
 

@@ -71,6 +71,11 @@ class Sink(abc.ABC):
     async def close(self) -> None:
         """Flush and disconnect."""
 
+    @property
+    def connected(self) -> bool | None:
+        """Whether the destination is reachable now, as far as the sink knows (None: unknown)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

@@ -306,6 +306,10 @@ class NatsSink(Sink):
                 outcome.duplicates += bool(future.result().duplicate)
         return outcome
 
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
