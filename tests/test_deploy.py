@@ -180,14 +180,16 @@ def proxied(
         yield f"https://127.0.0.1:{port}", server
 
 
-def post(url: str, ca: trustme.CA | None, source: str, **headers: str) -> int:
-    """Post a push to ``url`` from the address ``source``; the status code."""
+def post(
+    url: str, ca: trustme.CA | None, source: str, kind: str = "deviceDataChanged", **headers: str
+) -> int:
+    """Post a push of ``kind`` to ``url`` from the address ``source``; the status code."""
     verify: ssl.SSLContext | bool = False
     if ca is not None:
         verify = ssl.create_default_context()
         ca.configure_trust(verify)
     transport = httpx.HTTPTransport(local_address=source, verify=verify)
-    n = testing.build("deviceDataChanged")
+    n = testing.build(kind)
     with httpx.Client(transport=transport, timeout=10) as client:
         answer = client.post(
             url + testing.path_for(n), content=testing.encode(n),
@@ -196,12 +198,15 @@ def post(url: str, ca: trustme.CA | None, source: str, **headers: str) -> int:
     return answer.status_code
 
 
+@pytest.mark.parametrize(
+    "kind", ["deviceDataChanged", "device.property:report"], ids=["legacy", "v5"]
+)
 def test_nginx_forwards_a_push_over_tls_with_the_clients_address(
-    proxied: tuple[str, Server], ca: trustme.CA
+    proxied: tuple[str, Server], ca: trustme.CA, kind: str
 ) -> None:
     url, server = proxied
-    assert post(url, ca, CLIENT) == 200
-    wait_until(lambda: '"type":"deviceDataChanged"' in server.output(), 10, "the push printed")
+    assert post(url, ca, CLIENT, kind) == 200
+    wait_until(lambda: f'"type":"{kind}"' in server.output(), 10, "the push printed")
 
 
 def test_nginx_client_outside_the_allowlist_is_refused_even_when_it_forges_the_header(
