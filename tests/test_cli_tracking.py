@@ -248,3 +248,23 @@ def test_trackers_rebuild_without_terminal_or_yes_refuses_in_one_line(store: str
     result = invoke("trackers", "rebuild", "--store", store, code=1)
     assert result.output.startswith("Error: not going to rebuild the trackers (3 devices, ")
     assert result.output.count("\n") == 1
+
+
+def test_trackers_rebuild_after_purge_refuses_unless_discard_purged(store: str) -> None:
+    async def deliver_all() -> None:
+        async with open_inbox(store) as inbox:
+            await inbox.ack([e.id for e in await inbox.claim("w", 100, 60)])
+
+    run(deliver_all())
+    purge = invoke("inbox", "purge", "--before", "2099-01-01", "--yes", "--store", store).stdout
+    assert "the trackers used 13 of them: `trackers rebuild` will refuse after" in purge
+    before = invoke("devices", "ls", "--store", store).stdout
+    refused = invoke("trackers", "rebuild", "--yes", "--store", store, code=1)
+    assert refused.output.startswith("Error: the trackers used 13 notifications that were purged")
+    assert refused.output.rstrip().endswith("; --discard-purged rebuilds from the kept ones only")
+    assert refused.output.count("\n") == 1
+    assert invoke("devices", "ls", "--store", store).stdout == before  # nothing was lost
+    dry = invoke("trackers", "rebuild", "--dry-run", "--store", store).stdout
+    assert "losing what 13 purged notifications said" in dry
+    discard = ["trackers", "rebuild", "--discard-purged", "--yes", "--store", store]
+    assert invoke(*discard).stdout.endswith("rebuilt the trackers from 0 notifications\n")

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from iotpush.inbox import Selection, Tally
+from iotpush.inbox import Purged, Selection, Tally
+from iotpush.trackers import TRACKED_TYPES
 from tests._inbox import (  # shared with the contract suite, whose fixtures are in conftest
     LEASE,
     POPULATION,
@@ -135,3 +136,33 @@ def test_purge_quarantine_deletes_refused_bodies_received_before_and_no_entry(
     assert (counted, everything, purged) == (1, 2, 1)
     assert left == [kept]
     assert entries == 1
+
+
+def test_purge_records_the_tracked_entries_it_deleted_until_forgotten(
+    inbox_factory: InboxFactory,
+    clock: FakeClock,
+) -> None:
+    tracked, untracked = "deviceAdded", "deviceModelAdded"
+    assert tracked in TRACKED_TYPES and untracked not in TRACKED_TYPES
+
+    async def scenario() -> tuple[Purged | None, Purged | None, Purged | None]:
+        async with inbox_factory() as inbox:
+            ids = await append_all(
+                inbox,
+                incoming(clock, "a", device="d1", type=tracked, received_at=T0),
+                incoming(clock, "b", device="d2", type=untracked, received_at=T0 + 1),
+                incoming(clock, "c", device="d3", type=tracked, received_at=T0 + 2),
+                incoming(clock, "d", device="d4", type=tracked, received_at=T0 + 90),
+            )
+            clock.now = T0 + 100
+            await inbox.claim("w", 10, LEASE)
+            await inbox.ack(ids)
+            before = await inbox.purged()
+            await inbox.purge(T0 + 50, batch=1)
+            recorded = await inbox.purged()
+            await inbox.forget_purged()
+            return before, recorded, await inbox.purged()
+
+    before, recorded, after = asyncio.run(scenario())
+    assert before is None and after is None
+    assert recorded == Purged(2, T0, T0 + 2, T0 + 100, 3)

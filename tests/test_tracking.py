@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iotpush import EntryNotFound, Notification, decode, open_inbox, testing
+from iotpush import EntryNotFound, Notification, RebuildRefused, decode, open_inbox, testing
 from iotpush.inbox import Inbox, Incoming
 from iotpush.trackers import TRACKED_TYPES, CommandRecord
 from iotpush.tracking import Tracking
@@ -440,3 +440,28 @@ def test_rebuild_skips_an_entry_that_no_longer_decodes_and_logs_it(
     with caplog.at_level(logging.WARNING, logger="iotpush.tracking"):
         assert with_tracking(db, scenario) == (1, ["d-1"])
     assert any("rebuild skips entry 1 (deviceAdded)" in r.getMessage() for r in caplog.records)
+
+
+def test_rebuild_after_a_purge_of_tracked_entries_refuses_naming_them(db: str) -> None:
+    async def scenario(tracking: Tracking) -> tuple[Any, ...]:
+        for index, device in enumerate(["d-1", "d-2", "d-3"]):
+            await receive(tracking.inbox, testing.build("deviceAdded", device_id=device), index)
+        await tracking.inbox.ack([e.id for e in await tracking.inbox.claim("w", 10, 60)])
+        await receive(tracking.inbox, testing.build("deviceAdded", device_id="d-4"), 100.0)
+        await tracking.inbox.purge(50.0)  # d-1 to d-3: their registry state is only tracked now
+        before = [d.device_id for d in await tracking.devices()]
+        with pytest.raises(RebuildRefused) as refused:
+            await tracking.rebuild()
+        kept = [d.device_id for d in await tracking.devices()]
+        plan = await tracking.rebuild_plan()
+        applied = await tracking.rebuild(discard_purged=True)
+        after = [d.device_id for d in await tracking.devices()]
+        return before, str(refused.value), kept, plan, applied, after, await tracking.rebuild()
+
+    before, message, kept, plan, applied, after, again = with_tracking(db, scenario)
+    assert before == kept == ["d-1", "d-2", "d-3", "d-4"]
+    assert message.startswith("the trackers used 3 notifications that were purged (received")
+    assert "1970-01-01T00:00:00.000Z to 1970-01-01T00:00:02.000Z" in message
+    assert plan.purged is not None and plan.purged.entries == 3
+    assert (applied, after) == (1, ["d-4"])  # discarded: the state is the kept entries' again
+    assert again == 1  # the purge records went with the state they described

@@ -11,6 +11,7 @@ from .exceptions import (
     InboxUnavailable,
     IotpushError,
     NotificationError,
+    RebuildRefused,
     ReceiverLoadError,
     SinkError,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "Projection",
     "PushMessageReceiver",
     "Reason",
+    "RebuildRefused",
     "Receiver",
     "ReceiverLoadError",
     "Rejection",

@@ -10,6 +10,7 @@ Every error derives from `IotpushError`, so one ``except IotpushError`` catches 
     ├── HandlerTimeout           a handler ran past its time limit
     ├── ReceiverLoadError        ``MODULE:ATTR`` does not name a receiver
     ├── SinkError                a sink could not publish now (the outbox keeps the entries)
+    ├── RebuildRefused           a tracker rebuild would lose what purged notifications said
     └── ConfigError              an option has a value that cannot work
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "InboxUnavailable",
     "IotpushError",
     "NotificationError",
+    "RebuildRefused",
     "ReceiverLoadError",
     "SinkError",
 ]
@@ -79,6 +81,19 @@ class ReceiverLoadError(IotpushError, ImportError):
 
 class SinkError(IotpushError):
     """A sink could not publish now (destination unreachable or refusing); retried later."""
+
+
+class RebuildRefused(IotpushError):
+    """Rebuilding the trackers from the kept notifications would lose state: notifications
+    they used were purged.
+
+    Attributes:
+        purged: What was purged (an `iotpush.inbox.Purged`).
+    """
+
+    def __init__(self, message: str, purged: object) -> None:
+        super().__init__(message)
+        self.purged = purged
 
 
 class ConfigError(IotpushError, ValueError):

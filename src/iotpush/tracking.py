@@ -22,8 +22,8 @@ import msgspec
 
 from . import trackers
 from ._when import format_ts
-from .exceptions import EntryNotFound, NotificationError
-from .inbox import Entry, Selection, Tally, TrackingInbox, decode_entry
+from .exceptions import EntryNotFound, NotificationError, RebuildRefused
+from .inbox import Entry, Purged, Selection, Tally, TrackingInbox, decode_entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord
 from .trackers.messages import MessageRecord, get_message
 from .trackers.tasks import TaskRecord, get_task
@@ -61,6 +61,18 @@ class RebuildPlan:
     """Tracker records held now, by kind (devices, commands, shadows, upgrades)."""
     notifications: Tally
     """Kept entries of the types the trackers use, by type and state."""
+    purged: Purged | None = None
+    """Entries the trackers used that were purged: their state would be lost."""
+
+
+def lost_by_rebuild(purged: Purged) -> str:
+    """A sentence saying what a rebuild would lose."""
+    return (
+        f"the trackers used {purged.entries} notifications that were purged (received"
+        f" {format_ts(purged.first_received)} to {format_ts(purged.last_received)}, purged since"
+        f" {format_ts(purged.first_purged)}): a rebuild from the kept ones would lose"
+        " what they said"
+    )
 
 
 class Tracking:
@@ -300,22 +312,41 @@ class Tracking:
         kept = await self.inbox.tally(Selection())
         wants = self.inbox.projections.wants
         tracked = {k: n for k, n in kept.counts.items() if wants(k[0])}
-        return RebuildPlan(records, Tally(tracked))
+        return RebuildPlan(records, Tally(tracked), await self.inbox.purged())
 
     async def rebuild(
-        self, *, batch: int = 1000, progress: Callable[[int], None] | None = None
+        self,
+        *,
+        batch: int = 1000,
+        progress: Callable[[int], None] | None = None,
+        discard_purged: bool = False,
     ) -> int:
         """Forget the tracker state and apply every kept entry again, in arrival order.
 
         Returns how many entries were applied. Expectations stay (they are the application's).
         An entry whose body no longer decodes (a model changed since) is logged and skipped.
+
+        Args:
+            batch: Entries applied per transaction.
+            progress: Called with the running count of entries applied.
+            discard_purged: Rebuild even though entries the trackers used were purged, losing
+                what they said (the purge records are then forgotten: the new state is all
+                derived from kept entries).
+
+        Raises:
+            RebuildRefused: Entries the trackers used were purged, and not ``discard_purged``.
         """
+        purged = await self.inbox.purged()
+        if purged is not None and not discard_purged:
+            raise RebuildRefused(lost_by_rebuild(purged), purged)
         projections = self.inbox.projections
         await self.inbox.transact(projections.reset)
         applied, after = 0, 0
         while True:
             entries = await self.inbox.find(Selection(), limit=batch, after=after)
             if not entries:
+                if purged is not None:  # what they said is gone from the state too now
+                    await self.inbox.forget_purged()
                 return applied
             tracked = [e for e in entries if projections.wants(e.type)]
 

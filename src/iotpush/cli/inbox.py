@@ -10,6 +10,7 @@ import msgspec
 
 from .._when import format_ts
 from ..inbox import STATES, AdminInbox, Entry, Selection
+from ..trackers import TRACKED_TYPES
 from ._shared import (
     TYPE_CHOICE,
     WHEN,
@@ -202,7 +203,11 @@ def inbox_purge(before: float, store: str, yes: bool, dry_run: bool) -> None:
     """
     tally = inbox_call(store, lambda inbox: inbox.purgeable(before))
     what = f"{tally.total} entries received before {format_ts(before)}"
-    if confirm("purge", what, tally.total, tally_lines(tally), yes=yes, dry_run=dry_run):
+    lines = tally_lines(tally)
+    tracked = sum(n for (type_, _), n in tally.counts.items() if type_ in TRACKED_TYPES)
+    if tracked:
+        lines.append(f"the trackers used {tracked} of them: `trackers rebuild` will refuse after")
+    if confirm("purge", what, tally.total, lines, yes=yes, dry_run=dry_run):
         count = inbox_call(store, lambda inbox: inbox.purge(before, progress=_progress))
         click.echo(f"\rpurged {count} entries received before {format_ts(before)}")
 

@@ -10,7 +10,7 @@ import click
 from .._when import format_ts
 from ..trackers import CommandRecord, DeviceRecord
 from ..trackers.commands import RANKS
-from ..tracking import MAX_VIEW_COMMANDS, DeviceView
+from ..tracking import MAX_VIEW_COMMANDS, DeviceView, lost_by_rebuild
 from ._shared import (
     LIMIT,
     compact,
@@ -174,19 +174,33 @@ def trackers() -> None:
 @trackers.command("rebuild")
 @store_option
 @click.option("--batch", default=1000, type=click.IntRange(1, 100_000), help="Entries per step.")
+@click.option(
+    "--discard-purged",
+    is_flag=True,
+    help="Rebuild even though notifications the trackers used were purged, losing their state.",
+)
 @yes_option
 @dry_run_option
-def trackers_rebuild(store: str, batch: int, yes: bool, dry_run: bool) -> None:
+def trackers_rebuild(
+    store: str, batch: int, discard_purged: bool, yes: bool, dry_run: bool
+) -> None:
     """Forget the tracker state and apply every kept notification again, in arrival order.
 
     Expectations the application registered (expected commands, desired properties) stay.
-    Prints what it will forget and apply and asks first (--yes: do not ask; --dry-run: only
-    count).
+    Refused when notifications the trackers used were purged (their state cannot be derived
+    again) unless --discard-purged. Prints what it will forget and apply and asks first (--yes:
+    do not ask; --dry-run: only count).
     """
     plan = tracking_call(store, lambda t: t.rebuild_plan())
+    if plan.purged is not None and not (discard_purged or dry_run):
+        raise click.ClickException(
+            lost_by_rebuild(plan.purged) + "; --discard-purged rebuilds from the kept ones only"
+        )
     held = ", ".join(f"{n} {kind}" for kind, n in plan.records.items())
     what = f"the trackers ({held}) from {plan.notifications.total} kept notifications"
     lines = [f"{type_:<44} {n:>8}" for type_, n in plan.notifications.by_type().items()]
+    if plan.purged is not None:
+        lines.insert(0, f"losing what {plan.purged.entries} purged notifications said")
     count = plan.notifications.total + sum(plan.records.values())
     if not confirm("rebuild", what, count, lines, yes=yes, dry_run=dry_run):
         return
@@ -194,6 +208,10 @@ def trackers_rebuild(store: str, batch: int, yes: bool, dry_run: bool) -> None:
     def progress(applied: int) -> None:
         click.echo(f"\rapplied {applied} notifications...", nl=False, err=True)
 
-    count = tracking_call(store, lambda t: t.rebuild(batch=batch, progress=progress), write=True)
+    count = tracking_call(
+        store,
+        lambda t: t.rebuild(batch=batch, progress=progress, discard_purged=discard_purged),
+        write=True,
+    )
     click.echo(err=True)
     click.echo(f"rebuilt the trackers from {count} notifications")

@@ -52,6 +52,7 @@ __all__ = [
     "Incoming",
     "Mode",
     "OutboxInbox",
+    "Purged",
     "ReceiveInbox",
     "Rejection",
     "Selection",
@@ -234,6 +235,22 @@ class Tally:
         for (type_, _), n in self.counts.items():
             totals[type_] = totals.get(type_, 0) + n
         return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """Entries of the types the trackers use that `Inbox.purge` deleted (since
+    `Inbox.forget_purged`): tracker state that a rebuild from the kept entries would lose."""
+
+    entries: int
+    first_received: float
+    """When the oldest of them was received."""
+    last_received: float
+    """When the newest of them was received."""
+    first_purged: float
+    """When the first purge that deleted some of them ran."""
+    last_id: int
+    """The highest entry id among them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,8 +509,17 @@ class Inbox(abc.ABC):
         """Delete finished entries received before ``before`` (not the quarantine).
 
         Entries not yet done, and entries still in an outbox, are never purged. ``progress`` is
-        called with the running total.
+        called with the running total. Deleted entries of the types the trackers use are
+        recorded (see `purged`) in the transaction that deletes them.
         """
+
+    @abc.abstractmethod
+    async def purged(self) -> Purged | None:
+        """What purges deleted that the trackers had used (None: nothing)."""
+
+    @abc.abstractmethod
+    async def forget_purged(self) -> None:
+        """Forget the purge records: the tracker state no longer holds what they deleted."""
 
     @abc.abstractmethod
     async def count_quarantined(self, before: float | None = None) -> int:

@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (sink, id)
 );
 CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
+-- Purges that deleted entries the trackers used: what `trackers rebuild` cannot derive again.
+CREATE TABLE IF NOT EXISTS purges (
+    purged_at DOUBLE PRECISION NOT NULL,
+    entries BIGINT NOT NULL,
+    first_received DOUBLE PRECISION NOT NULL,
+    last_received DOUBLE PRECISION NOT NULL,
+    last_id BIGINT NOT NULL
+);
 """,
 )
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from ..projections import Projections
-    from . import Accepted, Entry, InboxStats, Incoming, Rejection, Selection, Tally
+    from . import Accepted, Entry, InboxStats, Incoming, Purged, Rejection, Selection, Tally
 
 __all__ = ["AdminInbox", "DeliveryInbox", "OutboxInbox", "ReceiveInbox", "TrackingInbox"]
 
@@ -95,6 +95,10 @@ class TrackingInbox(Protocol):
     ) -> list[Entry]: ...
 
     async def tally(self, selection: Selection, *, after: int = 0) -> Tally: ...
+
+    async def purged(self) -> Purged | None: ...
+
+    async def forget_purged(self) -> None: ...
 
 
 class AdminInbox(Protocol):

@@ -25,7 +25,7 @@ import msgspec
 from ..exceptions import EntryNotFound, InboxUnavailable
 from ..models import Notification
 from ..projections import Database
-from . import STATES, Entry, Inbox, InboxStats, Incoming, Rejection, Selection, Tally
+from . import STATES, Entry, Inbox, InboxStats, Incoming, Purged, Rejection, Selection, Tally
 
 __all__ = ["COLUMNS", "SQLInbox", "entry", "rejection", "slot_digest", "where"]
 
@@ -398,14 +398,12 @@ class SQLInbox(Inbox):
         )
         return Tally({(type_, state): int(n) for type_, state, n in rows})
 
-    async def _delete_in_batches(
-        self, sql: str, before: float, batch: int, progress: Callable[[int], None] | None
+    async def _in_batches(
+        self, delete: Callable[[Any], int], batch: int, progress: Callable[[int], None] | None
     ) -> int:
         total = 0
         while True:  # one transaction per batch, so receiving never waits long
-            deleted = await self._write(
-                lambda conn: int(conn.execute(sql, (before, batch)).rowcount)
-            )
+            deleted = await self._write(delete)
             total += deleted
             if progress is not None and deleted:
                 progress(total)
@@ -416,9 +414,38 @@ class SQLInbox(Inbox):
         self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
     ) -> int:
         sql = self._q(
-            f"DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE {_PURGEABLE} LIMIT ?)"  # noqa: S608 - a constant
+            "DELETE FROM inbox WHERE id IN"  # noqa: S608 - a constant
+            f" (SELECT id FROM inbox WHERE {_PURGEABLE} LIMIT ?)"
+            " RETURNING type, received_at, id"
         )
-        return await self._delete_in_batches(sql, before, batch, progress)
+        record = self._q(
+            "INSERT INTO purges (purged_at, entries, first_received, last_received, last_id)"
+            " VALUES (?, ?, ?, ?, ?)"
+        )
+
+        def delete(conn: Any) -> int:
+            rows = conn.execute(sql, (before, batch)).fetchall()
+            tracked = [(at, id) for type_, at, id in rows if self.projections.wants(type_)]
+            if tracked:  # in the same transaction: no purge goes unrecorded
+                times = [at for at, _ in tracked]
+                last_id = max(id for _, id in tracked)
+                conn.execute(record, (self.clock(), len(tracked), min(times), max(times), last_id))
+            return len(rows)
+
+        return await self._in_batches(delete, batch, progress)
+
+    async def purged(self) -> Purged | None:
+        sql = (
+            "SELECT sum(entries), min(first_received), max(last_received), min(purged_at),"
+            " max(last_id) FROM purges"
+        )
+        row = await self._read(lambda conn: conn.execute(sql).fetchone())
+        if row is None or row[0] is None:
+            return None
+        return Purged(int(row[0]), float(row[1]), float(row[2]), float(row[3]), int(row[4]))
+
+    async def forget_purged(self) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM purges"))
 
     async def count_quarantined(self, before: float | None = None) -> int:
         sql = "SELECT count(*) FROM quarantine"
@@ -436,7 +463,9 @@ class SQLInbox(Inbox):
             "DELETE FROM quarantine WHERE id IN"
             " (SELECT id FROM quarantine WHERE received_at < ? LIMIT ?)"
         )
-        return await self._delete_in_batches(sql, before, batch, progress)
+        return await self._in_batches(
+            lambda conn: int(conn.execute(sql, (before, batch)).rowcount), batch, progress
+        )
 
     async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]:
         sql = self._q(

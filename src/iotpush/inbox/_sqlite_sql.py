@@ -70,6 +70,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (sink, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_entry ON outbox (id);
+-- Purges that deleted entries the trackers used: what `trackers rebuild` cannot derive again.
+CREATE TABLE IF NOT EXISTS purges (
+    purged_at REAL NOT NULL,
+    entries INTEGER NOT NULL,
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    last_id INTEGER NOT NULL
+);
 """
 
 # No upsert: SQLite takes an AUTOINCREMENT id for an INSERT even when its ON CONFLICT clause

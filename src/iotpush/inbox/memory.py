@@ -15,6 +15,7 @@ from . import (
     Inbox,
     InboxStats,
     Incoming,
+    Purged,
     Rejection,
     Selection,
     Tally,
@@ -55,6 +56,7 @@ class MemoryInbox(Inbox):
         self._quarantine: dict[int, Rejection] = {}
         self._next_id = 1
         self._next_quarantine_id = 1
+        self._purges: list[Purged] = []
         self._work = asyncio.Event()
         # Per sink: id -> (lease owner, lease end); dicts keep insertion (= id) order.
         self._outboxes: dict[str, dict[int, tuple[str | None, float]]] = {
@@ -300,10 +302,29 @@ class MemoryInbox(Inbox):
         old = self._purgeable(before)
         for e in old:
             self._entries.pop(e.id)
+        tracked = [e for e in old if self.projections.wants(e.type)]
+        if tracked:
+            times = [e.received_at for e in tracked]
+            last_id = max(e.id for e in tracked)
+            self._purges.append(Purged(len(tracked), min(times), max(times), self.clock(), last_id))
         self._slots = {s: i for s, i in self._slots.items() if i in self._entries}
         if progress is not None and old:
             progress(len(old))
         return len(old)
+
+    async def purged(self) -> Purged | None:
+        if not self._purges:
+            return None
+        return Purged(
+            sum(p.entries for p in self._purges),
+            min(p.first_received for p in self._purges),
+            max(p.last_received for p in self._purges),
+            min(p.first_purged for p in self._purges),
+            max(p.last_id for p in self._purges),
+        )
+
+    async def forget_purged(self) -> None:
+        self._purges.clear()
 
     async def count_quarantined(self, before: float | None = None) -> int:
         return sum(1 for r in self._quarantine.values() if before is None or r.received_at < before)

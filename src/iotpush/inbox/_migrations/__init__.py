@@ -38,6 +38,7 @@ from . import (
     m0002_console_indexes,
     m0003_query_indexes,
     m0004_v5_messages_tasks,
+    m0005_purges,
 )
 
 __all__ = [
@@ -84,7 +85,13 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = tuple(
     Migration(version, module.DESCRIPTION, module.SQLITE, module.POSTGRES)
     for version, module in enumerate(
-        (m0001_initial, m0002_console_indexes, m0003_query_indexes, m0004_v5_messages_tasks),
+        (
+            m0001_initial,
+            m0002_console_indexes,
+            m0003_query_indexes,
+            m0004_v5_messages_tasks,
+            m0005_purges,
+        ),
         start=1,
     )
 )
