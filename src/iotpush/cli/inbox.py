@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import click
 import msgspec
 
+from .._jsonlimits import JSONLimits
 from .._when import format_ts
 from ..inbox import STATES, AdminInbox, Entry, Selection
+from ..recovery import QuarantineReplay, replay_quarantined, select_quarantined
+from ..server import Config
 from ..trackers import TRACKED_TYPES
 from ._shared import (
+    COUNT,
     TYPE_CHOICE,
     WHEN,
     confirm,
@@ -58,6 +64,78 @@ def quarantine_show(id: int, store: str) -> None:
         click.echo(f"header {name}: {value}")
     click.echo(f"body ({len(r.body)} bytes):")
     click.echo(r.body.decode("utf-8", "backslashreplace"))
+
+
+_SERVE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+def _limit(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A bound ``serve`` has too, with its default and its ``IOTPUSH_SERVE_*`` variable."""
+    key = flag.lstrip("-").replace("-", "_")
+    return click.option(
+        flag, key, type=COUNT, default=_SERVE_DEFAULTS[key], show_envvar=True,
+        envvar=f"IOTPUSH_SERVE_{key.upper()}", help=help,
+    )  # fmt: skip
+
+
+def _replay_lines(results: list[QuarantineReplay]) -> list[str]:
+    counts = Counter(r.outcome for r in results)
+    lines = [", ".join(f"{outcome} {n}" for outcome, n in sorted(counts.items()))]
+    for r in results:
+        if r.outcome != "accepted":
+            lines.append(f"{r.id:>6}  {r.outcome:<9}  {r.field}: {r.reason}".rstrip(": "))
+    return lines
+
+
+@quarantine.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@store_option
+@click.option("--since", default=None, type=WHEN, help="Received at or after: a time, or 2h.")
+@click.option("--until", default=None, type=WHEN, help="Received before: a time, or 2h.")
+@click.option("--status", default=None, type=int, help="Only those refused with this status.")
+@_limit("--max-depth", "Deepest JSON nesting of a body (0: any), as serve's.")
+@_limit("--max-members", "Most members of a JSON object or array (0: any), as serve's.")
+@_limit("--max-string", "Longest JSON string, in characters (0: any), as serve's.")
+@_limit("--quarantine-max-body", "Bytes serve kept of each refused body (0: all).")
+@yes_option
+@dry_run_option
+def quarantine_replay(ids: tuple[int, ...], store: str, since: float | None, until: float | None,
+                      status: int | None, max_depth: int, max_members: int, max_string: int,
+                      quarantine_max_body: int, yes: bool, dry_run: bool) -> None:  # fmt: skip
+    """Run refused bodies again through today's decoder and JSON bounds: by IDS, or by filter
+    (--since, --until, --status; none given: every one).
+
+    An accepted body becomes an entry, delivered and tracked like any other, with its original
+    receipt time, and leaves the quarantine; one still refused stays, with today's reason. A
+    body kept incomplete (cut at --max-body or --quarantine-max-body) cannot be replayed. Prints
+    what would happen and asks first (--yes: do not ask; --dry-run: only print).
+    """
+    limits = JSONLimits(max_depth or None, max_members or None, max_string or None)
+
+    async def preview(inbox: AdminInbox) -> tuple[list[int], list[QuarantineReplay]]:
+        chosen = list(ids) or await select_quarantined(
+            inbox, since=since, until=until, status=status
+        )
+        results = await replay_quarantined(
+            inbox, chosen, limits=limits, quarantine_max_body=quarantine_max_body, dry_run=True
+        )
+        return chosen, results
+
+    chosen, previewed = inbox_call(store, preview)
+    what = f"{len(chosen)} refused bodies"
+    if not confirm("replay", what, len(chosen), _replay_lines(previewed), yes=yes,
+                   dry_run=dry_run):  # fmt: skip
+        return
+    results = inbox_call(
+        store,
+        lambda inbox: replay_quarantined(
+            inbox, chosen, limits=limits, quarantine_max_body=quarantine_max_body
+        ),
+    )
+    for r in results:
+        if r.entry is not None:
+            click.echo(f"{r.id:>6}  {r.outcome:<9}  entry {r.entry}")
+    click.echo(_replay_lines(results)[0])
 
 
 @click.group()

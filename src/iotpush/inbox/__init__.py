@@ -522,6 +522,18 @@ class Inbox(abc.ABC):
         """Forget the purge records: the tracker state no longer holds what they deleted."""
 
     @abc.abstractmethod
+    async def requarantine(self, id: int, status: int, reason: str, field: str) -> None:
+        """Give quarantined body ``id`` a new refusal (it was checked again and still refused).
+
+        Raises:
+            EntryNotFound: No such record.
+        """
+
+    @abc.abstractmethod
+    async def drop_quarantined(self, ids: Sequence[int]) -> int:
+        """Delete quarantined bodies by id (accepted since); returns how many were there."""
+
+    @abc.abstractmethod
     async def count_quarantined(self, before: float | None = None) -> int:
         """How many refused bodies are kept (received before ``before``, if given)."""
 

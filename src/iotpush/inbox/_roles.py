@@ -102,7 +102,7 @@ class TrackingInbox(Protocol):
 
 
 class AdminInbox(Protocol):
-    """The operator commands' part: look, replay, purge."""
+    """The operator commands' part: look, replay, purge, recover from quarantine."""
 
     async def get(self, id: int) -> Entry: ...
 
@@ -131,3 +131,10 @@ class AdminInbox(Protocol):
     async def quarantined(self, *, limit: int = 100, after: int = 0) -> list[Rejection]: ...
 
     async def get_quarantined(self, id: int) -> Rejection: ...
+
+    # quarantine recovery (`iotpush.recovery`): a body accepted again becomes an entry
+    async def append(self, item: Incoming) -> Accepted: ...
+
+    async def requarantine(self, id: int, status: int, reason: str, field: str) -> None: ...
+
+    async def drop_quarantined(self, ids: Sequence[int]) -> int: ...

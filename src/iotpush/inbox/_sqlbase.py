@@ -447,6 +447,20 @@ class SQLInbox(Inbox):
     async def forget_purged(self) -> None:
         await self._write(lambda conn: conn.execute("DELETE FROM purges"))
 
+    async def requarantine(self, id: int, status: int, reason: str, field: str) -> None:
+        sql = self._q("UPDATE quarantine SET status = ?, reason = ?, field = ? WHERE id = ?")
+        changed = await self._write(
+            lambda conn: int(conn.execute(sql, (status, reason, field, id)).rowcount)
+        )
+        if not changed:
+            raise EntryNotFound(f"no quarantined body {id}")
+
+    async def drop_quarantined(self, ids: Sequence[int]) -> int:
+        sql = self._q("DELETE FROM quarantine WHERE id = ?")
+        return await self._write(
+            lambda conn: sum(int(conn.execute(sql, (id,)).rowcount) for id in ids)
+        )
+
     async def count_quarantined(self, before: float | None = None) -> int:
         sql = "SELECT count(*) FROM quarantine"
         if before is None:

@@ -326,6 +326,15 @@ class MemoryInbox(Inbox):
     async def forget_purged(self) -> None:
         self._purges.clear()
 
+    async def requarantine(self, id: int, status: int, reason: str, field: str) -> None:
+        if id not in self._quarantine:
+            raise EntryNotFound(f"no quarantined body {id}")
+        old = self._quarantine[id]
+        self._quarantine[id] = dataclasses.replace(old, status=status, reason=reason, field=field)
+
+    async def drop_quarantined(self, ids: Sequence[int]) -> int:
+        return sum(self._quarantine.pop(id, None) is not None for id in ids)
+
     async def count_quarantined(self, before: float | None = None) -> int:
         return sum(1 for r in self._quarantine.values() if before is None or r.received_at < before)
 
