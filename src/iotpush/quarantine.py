@@ -5,8 +5,9 @@ refused earlier may be a valid notification now. `replay_quarantined` checks it 
 path would today (body size, JSON bounds, decoding for the path it was posted to) and, if it
 passes, appends it to the inbox with its original receipt time and headers: it is then
 delivered and tracked like any other push (a body replayed twice is a duplicate the second
-time). A body cut when it was kept (at ``--max-body`` or ``--quarantine-max-body``) cannot be
-replayed. The quarantine keeps its record either way.
+time). A body cut when it was kept (at ``--max-body`` or ``--quarantine-max-body``, or shorter
+than its ``Content-Length``) cannot be replayed. The quarantine keeps its record either way; a
+body still refused has it updated with today's reason.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from ._jsonlimits import JSONLimits
 from .exceptions import NotificationError
 from .idempotency import key_and_slot
-from .inbox import Inbox, Incoming
+from .inbox import AdminInbox, Incoming, Rejection
 from .models import Notification
+from .models import decode as decode_notification
 from .receive import KEPT_HEADERS
 
-__all__ = ["QuarantineReplay", "replay_quarantined"]
+__all__ = ["QuarantineReplay", "decode_for_path", "replay_quarantined", "select_quarantined"]
 
 Decode = Callable[[str, bytes], Notification]
 """Decodes a body posted to a receive path (raises `NotificationError`)."""
@@ -52,8 +54,46 @@ class QuarantineReplay:
         return f"Accepted as entry {self.entry_id}: it will be delivered and tracked."
 
 
+def _cut(rejection: Rejection, kept_max_body: int) -> bool:
+    """Whether the kept body is, or may be, less than what was sent."""
+    if rejection.status in (408, 413) or rejection.reason == "the request ended before its body":
+        return True  # not received in full
+    headers = {name.lower(): value for name, value in rejection.headers.items()}
+    length = headers.get("content-length", "")
+    if length.isdigit():
+        return int(length) != len(rejection.body)
+    return bool(kept_max_body and len(rejection.body) >= kept_max_body)
+
+
+async def select_quarantined(
+    inbox: AdminInbox,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    status: int | None = None,
+) -> list[int]:
+    """The ids of the quarantined bodies received in ``[since, until)`` with ``status``."""
+    found: list[int] = []
+    after = 0
+    while page := await inbox.quarantined(limit=1000, after=after):
+        found += [
+            r.id
+            for r in page
+            if (since is None or r.received_at >= since)
+            and (until is None or r.received_at < until)
+            and (status is None or r.status == status)
+        ]
+        after = page[-1].id
+    return found
+
+
+def decode_for_path(path: str, body: bytes) -> Notification:
+    """Today's decoder for a body posted to ``path`` of a server with the default routes."""
+    return decode_notification(body, "command" if path.rstrip("/").endswith("/cmd") else "notify")
+
+
 async def replay_quarantined(
-    inbox: Inbox,
+    inbox: AdminInbox,
     id: int,
     decode: Decode,
     *,
@@ -79,17 +119,22 @@ async def replay_quarantined(
     rejection = await inbox.get_quarantined(id)
     body = rejection.body
     refused = QuarantineReplay
-    if (kept_max_body and len(body) >= kept_max_body) or rejection.status == 413:
+    if _cut(rejection, kept_max_body):
         return refused(id, reason="the body was cut when it was kept: it cannot be replayed",
                        field="$")  # fmt: skip
+    again: QuarantineReplay | None = None
     if len(body) > max_body:
-        return refused(id, reason=f"body larger than {max_body} bytes", field="$")
-    if limits is not None and (bounds := limits.check(body)):
-        return refused(id, reason=bounds.reason, field=bounds.path)
-    try:
-        notification = decode(rejection.path, body)
-    except NotificationError as exc:
-        return refused(id, reason=exc.reason, field=exc.path)
+        again = refused(id, reason=f"body larger than {max_body} bytes", field="$")
+    elif limits is not None and (bounds := limits.check(body)):
+        again = refused(id, reason=bounds.reason, field=bounds.path)
+    else:
+        try:
+            notification = decode(rejection.path, body)
+        except NotificationError as exc:
+            again = refused(id, reason=exc.reason, field=exc.path)
+    if again is not None:  # the record keeps today's reason
+        await inbox.requarantine(id, 400, str(again.reason), str(again.field))
+        return again
     key, slot = key_and_slot(notification)
     kept = rejection.headers.items()  # as the receive path keeps them: nothing sensitive
     headers = {name: value for name, value in kept if name.encode("latin-1") in KEPT_HEADERS}

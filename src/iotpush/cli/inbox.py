@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,7 @@ import msgspec
 from .._jsonlimits import JSONLimits
 from .._when import format_ts
 from ..inbox import STATES, AdminInbox, Entry, Selection
-from ..recovery import QuarantineReplay, replay_quarantined, select_quarantined
+from ..quarantine import QuarantineReplay, decode_for_path, replay_quarantined, select_quarantined
 from ..server import Config
 from ..trackers import TRACKED_TYPES
 from ._shared import (
@@ -78,13 +77,10 @@ def _limit(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[...,
     )  # fmt: skip
 
 
-def _replay_lines(results: list[QuarantineReplay]) -> list[str]:
-    counts = Counter(r.outcome for r in results)
-    lines = [", ".join(f"{outcome} {n}" for outcome, n in sorted(counts.items()))]
-    for r in results:
-        if r.outcome != "accepted":
-            lines.append(f"{r.id:>6}  {r.outcome:<9}  {r.field}: {r.reason}".rstrip(": "))
-    return lines
+def _replay_line(r: QuarantineReplay) -> str:
+    if r.entry_id is None:
+        return f"{r.id:>6}  refused    {r.field}: {r.reason}"
+    return f"{r.id:>6}  {'duplicate' if r.duplicate else 'accepted':<9}  entry {r.entry_id}"
 
 
 @quarantine.command("replay")
@@ -93,6 +89,7 @@ def _replay_lines(results: list[QuarantineReplay]) -> list[str]:
 @click.option("--since", default=None, type=WHEN, help="Received at or after: a time, or 2h.")
 @click.option("--until", default=None, type=WHEN, help="Received before: a time, or 2h.")
 @click.option("--status", default=None, type=int, help="Only those refused with this status.")
+@_limit("--max-body", "Largest body accepted, in bytes, as serve's.")
 @_limit("--max-depth", "Deepest JSON nesting of a body (0: any), as serve's.")
 @_limit("--max-members", "Most members of a JSON object or array (0: any), as serve's.")
 @_limit("--max-string", "Longest JSON string, in characters (0: any), as serve's.")
@@ -100,42 +97,43 @@ def _replay_lines(results: list[QuarantineReplay]) -> list[str]:
 @yes_option
 @dry_run_option
 def quarantine_replay(ids: tuple[int, ...], store: str, since: float | None, until: float | None,
-                      status: int | None, max_depth: int, max_members: int, max_string: int,
-                      quarantine_max_body: int, yes: bool, dry_run: bool) -> None:  # fmt: skip
+                      status: int | None, max_body: int, max_depth: int, max_members: int,
+                      max_string: int, quarantine_max_body: int, yes: bool,
+                      dry_run: bool) -> None:  # fmt: skip
     """Run refused bodies again through today's decoder and JSON bounds: by IDS, or by filter
     (--since, --until, --status; none given: every one).
 
     An accepted body becomes an entry, delivered and tracked like any other, with its original
-    receipt time, and leaves the quarantine; one still refused stays, with today's reason. A
-    body kept incomplete (cut at --max-body or --quarantine-max-body) cannot be replayed. Prints
-    what would happen and asks first (--yes: do not ask; --dry-run: only print).
+    receipt time; one still refused keeps today's reason. A body cut when it was kept (at
+    --max-body or --quarantine-max-body) cannot be replayed. Prints how many it will replay and
+    asks first (--yes: do not ask; --dry-run: only count).
     """
     limits = JSONLimits(max_depth or None, max_members or None, max_string or None)
-
-    async def preview(inbox: AdminInbox) -> tuple[list[int], list[QuarantineReplay]]:
-        chosen = list(ids) or await select_quarantined(
-            inbox, since=since, until=until, status=status
-        )
-        results = await replay_quarantined(
-            inbox, chosen, limits=limits, quarantine_max_body=quarantine_max_body, dry_run=True
-        )
-        return chosen, results
-
-    chosen, previewed = inbox_call(store, preview)
-    what = f"{len(chosen)} refused bodies"
-    if not confirm("replay", what, len(chosen), _replay_lines(previewed), yes=yes,
+    chosen = list(ids) or inbox_call(
+        store, lambda inbox: select_quarantined(inbox, since=since, until=until, status=status)
+    )
+    if not confirm("replay", f"{len(chosen)} refused bodies", len(chosen), yes=yes,
                    dry_run=dry_run):  # fmt: skip
         return
-    results = inbox_call(
-        store,
-        lambda inbox: replay_quarantined(
-            inbox, chosen, limits=limits, quarantine_max_body=quarantine_max_body
-        ),
-    )
+
+    async def replay(inbox: AdminInbox) -> list[QuarantineReplay]:
+        return [
+            await replay_quarantined(
+                inbox,
+                id,
+                decode_for_path,
+                max_body=max_body,
+                limits=limits if limits.active else None,
+                kept_max_body=quarantine_max_body,
+            )
+            for id in chosen
+        ]
+
+    results = inbox_call(store, replay)
     for r in results:
-        if r.entry is not None:
-            click.echo(f"{r.id:>6}  {r.outcome:<9}  entry {r.entry}")
-    click.echo(_replay_lines(results)[0])
+        click.echo(_replay_line(r))
+    accepted = sum(r.entry_id is not None for r in results)
+    click.echo(f"accepted {accepted}, still refused {len(results) - accepted}")
 
 
 @click.group()

@@ -530,10 +530,6 @@ class Inbox(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def drop_quarantined(self, ids: Sequence[int]) -> int:
-        """Delete quarantined bodies by id (accepted since); returns how many were there."""
-
-    @abc.abstractmethod
     async def count_quarantined(self, before: float | None = None) -> int:
         """How many refused bodies are kept (received before ``before``, if given)."""
 

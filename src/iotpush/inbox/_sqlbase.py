@@ -455,12 +455,6 @@ class SQLInbox(Inbox):
         if not changed:
             raise EntryNotFound(f"no quarantined body {id}")
 
-    async def drop_quarantined(self, ids: Sequence[int]) -> int:
-        sql = self._q("DELETE FROM quarantine WHERE id = ?")
-        return await self._write(
-            lambda conn: sum(int(conn.execute(sql, (id,)).rowcount) for id in ids)
-        )
-
     async def count_quarantined(self, before: float | None = None) -> int:
         sql = "SELECT count(*) FROM quarantine"
         if before is None:

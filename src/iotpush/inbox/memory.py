@@ -332,9 +332,6 @@ class MemoryInbox(Inbox):
         old = self._quarantine[id]
         self._quarantine[id] = dataclasses.replace(old, status=status, reason=reason, field=field)
 
-    async def drop_quarantined(self, ids: Sequence[int]) -> int:
-        return sum(self._quarantine.pop(id, None) is not None for id in ids)
-
     async def count_quarantined(self, before: float | None = None) -> int:
         return sum(1 for r in self._quarantine.values() if before is None or r.received_at < before)
 
