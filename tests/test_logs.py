@@ -150,5 +150,7 @@ def test_serve_log_format_json_writes_objects_and_the_startup_summary(tmp_path: 
     messages = [item["message"] for item in records if item["logger"] == "iotpush"]
     assert f"store: sqlite:///{tmp_path / 'j.db'} (synchronous=FULL)" in messages
     assert "handlers: every type: record" in messages
+    receiving = "receiving on /v1.0.0/messageReceiver, /v1.0.0/messageReceiver/cmd (legacy)"
+    assert f"{receiving} and /v5/forwarding (v5)" in messages
     assert "left from the last run: 0 undelivered, 0 dead" in messages
     assert any(m.startswith("refused a push to /v1.0.0/messageReceiver: 400") for m in messages)

@@ -84,7 +84,8 @@ def summary(config: Config, receiver: Receiver, view: Overview | None) -> list[s
     """The lines of the start-up summary (``view``: the store's figures, None if unreadable)."""
     from . import __version__
 
-    paths = f"{config.path} and {config.command_path or config.path.rstrip('/') + '/cmd'}"
+    command_path = config.command_path or config.path.rstrip("/") + "/cmd"
+    paths = f"{config.path}, {command_path} (legacy) and {config.v5_path} (v5)"
     lines = [
         f"iotpush {__version__} (Python {sys.version.split()[0]}, pid {os.getpid()})",
         f"store: {shown_store(config.store)}"
