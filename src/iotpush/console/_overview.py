@@ -1,18 +1,16 @@
-"""The overview's figures: the store's (counted where indexes make it cheap) and the live ones.
+"""The overview's figures: the store's (`iotpush.overview.read_entries`) and the live ones.
 
-Counting every entry by state is a scan of the inbox; on a SQL store the overview asks instead
-for what partial indexes answer at once (pending, claimed, dead, the oldest waiting) and one
-``count(*)``, and computes done from them. The pushes chart comes from `Live`, not the store.
+The pushes chart comes from `Live`, not the store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from .. import trackers
 from ..inbox import Inbox
-from ..inbox._sqlbase import SQLInbox
+from ..overview import read_entries
 from ._live import Live, Minute
 
 __all__ = ["Bar", "Chart", "Figures", "chart", "figures"]
@@ -36,43 +34,14 @@ class Figures:
     unsynced: int
 
 
-def _sql_figures(db: Any, now: float) -> Figures:
-    def one(sql: str) -> Any:
-        row = db.execute(sql, ()).fetchone()
-        return None if row is None else row[0]
-
-    total = int(one("SELECT count(*) FROM inbox"))
-    by_state = {
-        state: int(one(f"SELECT count(*) FROM inbox WHERE state = '{state}'"))  # noqa: S608 - a constant
-        for state in ("pending", "claimed", "dead")
-    }
-    by_state["done"] = total - sum(by_state.values())
-    oldest = [  # each through its partial index (an ORDER BY id would walk the whole table)
-        one("SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1"),
-        one("SELECT min(received_at) FROM inbox WHERE state = 'claimed'"),
-    ]
-    waiting = [at for at in oldest if at is not None]
-    unpublished = dict(db.execute("SELECT sink, count(*) FROM outbox GROUP BY sink", ()).fetchall())
-    return Figures(
-        by_state=by_state,
-        oldest_pending_at=min(waiting) if waiting else None,
-        quarantined=int(one("SELECT count(*) FROM quarantine")),
-        unpublished=unpublished,
-        overdue=len(trackers.overdue(db, now)),
-        unsynced=len(trackers.unsynced(db)),
-    )
-
-
 async def figures(inbox: Inbox, now: float) -> Figures:
     """The store's figures at ``now``."""
-    if isinstance(inbox, SQLInbox):
-        return await inbox.read(lambda db: _sql_figures(db, now))
-    stats = await inbox.stats()  # the memory inbox: no index to spare a scan, nor a need
+    entries = await read_entries(inbox)
     overdue = await inbox.read(lambda db: len(trackers.overdue(db, now)))
     unsynced = await inbox.read(lambda db: len(trackers.unsynced(db)))
     return Figures(
-        {state: stats.by_state.get(state, 0) for state in ("pending", "claimed", "done", "dead")},
-        stats.oldest_pending_at, stats.quarantined, stats.unpublished, overdue, unsynced,
+        entries.by_state, entries.oldest_pending_at, entries.quarantined, entries.unpublished,
+        overdue, unsynced,
     )  # fmt: skip
 
 
