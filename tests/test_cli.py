@@ -222,3 +222,26 @@ def test_cli_quarantine_ls_and_show(store: str) -> None:
 def test_cli_store_from_environment(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IOTPUSH_STORE", store)
     assert "entries: 3" in invoke("inbox", "stats")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["serve", "--bogus"], "'--host'? (see 'iotpush serve --help')"),
+        (["inbox", "ls", "--limit", "x"], "valid integer range. (see 'iotpush inbox ls --help')"),
+        (["bogus"], "No such command 'bogus'. (see 'iotpush --help')"),
+        (["send", "--cacert", "a", "--insecure", "h"], "(see 'iotpush send --help')"),
+    ],
+    ids=["option", "value", "command", "raised-by-a-command"],
+)
+def test_cli_usage_error_is_one_line_naming_the_help(args: list[str], error: str) -> None:
+    result = CliRunner().invoke(main, args, prog_name="iotpush")
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    assert error in result.output
+
+
+def test_cli_group_without_its_command_still_shows_its_help() -> None:
+    result = CliRunner().invoke(main, ["inbox"])
+    assert result.exit_code == 2
+    assert "Commands:" in result.output and "purge" in result.output
