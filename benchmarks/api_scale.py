@@ -7,7 +7,9 @@
 The store is filled quickly and realistically: the bench mix's bodies (`bodies.py`), each device
 token drawn from ``--devices`` devices, received over the last ``--hours`` hours, inserted in
 transactions of 20,000 rows with the trackers applied to each entry through the projections
-``iotpush serve`` wires (so every tracker table holds what that traffic makes). Then each
+``iotpush serve`` wires (so every tracker table holds what that traffic makes); then one device
+service in ten gets desired properties registered and not yet confirmed, so that the unsynced
+list has pages. Then each
 endpoint is asked ``--requests`` times, one at a time, through the query API's ASGI app in this
 process (no HTTP stack: the figure is the query and its JSON), with a random device, command,
 operation or page each time. A filled SQLite file can be kept (``--keep``) and reused.
@@ -33,11 +35,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bodies, services
+from iotpush import trackers
 from iotpush.api import QueryAPI
 from iotpush.inbox import Inbox, _migrations
 from iotpush.models import decode
 from iotpush.projections import Projections
 from iotpush.server import PROJECTIONS, open_inbox
+from iotpush.trackers._common import key_cursor
 from iotpush.tracking import Tracking
 
 BATCH = 20_000
@@ -80,6 +84,7 @@ def fill_sqlite(path: Path, count: int, devices: int, start: float, span: float)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -400000")
     _fill(conn, count, devices, start, span)
+    expect_shadows(conn, start + span)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
 
@@ -129,6 +134,15 @@ def _fill(db: Any, count: int, devices: int, start: float, span: float) -> None:
     print(file=sys.stderr)
 
 
+def expect_shadows(db: sqlite3.Connection, now: float, every: int = 10) -> None:
+    """Register desired properties for one device service in ``every``, unconfirmed."""
+    keys = db.execute("SELECT device_id, service_id FROM shadows ORDER BY 1, 2").fetchall()
+    db.execute("BEGIN")
+    for device, service in keys[::every]:
+        trackers.expect_shadow(db, device, service, {"reportInterval": 300}, now)
+    db.execute("COMMIT")
+
+
 def endpoints(sample: dict[str, list[str]], last_id: int) -> dict[str, Any]:
     """Each endpoint's name and a function giving one request's path and query."""
     pick = random.Random(7).choice
@@ -149,11 +163,14 @@ def endpoints(sample: dict[str, list[str]], last_id: int) -> dict[str, Any]:
         "commands/{id}": lambda: (f"/api/commands/{pick(sample['commands'])}", ""),
         "devices": lambda: ("/api/devices", ""),
         "devices?status": lambda: ("/api/devices", "status=ONLINE"),
+        "devices?after": lambda: ("/api/devices", f"after={pick(sample['devices'])}"),
         "devices/{id}": lambda: (f"/api/devices/{pick(sample['devices'])}", ""),
         "upgrades": lambda: ("/api/upgrades", ""),
         "upgrades?device": lambda: ("/api/upgrades", f"device={pick(sample['devices'])}"),
         "upgrades/{id}": lambda: (f"/api/upgrades/{pick(sample['operations'])}", ""),
         "shadow/unsynced": lambda: ("/api/shadow/unsynced", ""),
+        "shadow/unsynced?after": lambda: (
+            "/api/shadow/unsynced", f"after={pick(sample['unsynced'])}"),
     }  # fmt: skip
 
 
@@ -180,11 +197,16 @@ async def _sample(inbox: Inbox) -> dict[str, list[str]]:
         "devices": "SELECT device_id FROM devices ORDER BY random() LIMIT 1000",
         "commands": "SELECT command_id FROM commands ORDER BY random() LIMIT 1000",
         "operations": "SELECT DISTINCT operation_id FROM upgrades LIMIT 1000",
+        "unsynced": "SELECT device_id, service_id FROM shadow_expectations"
+        " ORDER BY random() LIMIT 1000",
     }
-    return {
-        name: [row[0] for row in await inbox.read(lambda db, q=q: db.execute(q, ()).fetchall())]
+    found = {
+        name: await inbox.read(lambda db, q=q: db.execute(q, ()).fetchall())
         for name, q in queries.items()
     }
+    sample = {name: [row[0] for row in rows] for name, rows in found.items()}
+    sample["unsynced"] = [key_cursor(row) for row in found["unsynced"]] or ["00,00"]
+    return sample
 
 
 async def measure(url: str, requests: int, now: float) -> dict[str, tuple[float, float]]:

@@ -142,12 +142,13 @@ def new_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], In
 def tracker_db(path: Path) -> sqlite3.Connection:
     """A SQLite file with the tracker tables, set up as the inbox runs it (WAL), not waiting for
     the disk (``synchronous=OFF``): tests of the trackers alone."""
+    from iotpush.inbox._sqlite_sql import clustered
     from iotpush.trackers import SCHEMA
 
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = OFF")
-    db.executescript(SCHEMA)
+    db.executescript(clustered(SCHEMA))
     return db
 
 

@@ -65,6 +65,12 @@ async def expect_late(store: str, command_id: str, device_id: str) -> None:
         await Tracking(inbox, clock=lambda: 1000.0).expect(command_id, device_id, timeout=60)
 
 
+async def expect_pending(store: str, device_id: str, service_id: str) -> None:
+    """Register desired properties from a second connection: unconfirmed until delivered."""
+    async with open_inbox(store) as inbox:
+        await Tracking(inbox).expect_shadow(device_id, service_id, {"interval": 5})
+
+
 @pytest.fixture(scope="module")
 def empty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server on an empty store, shared by the tests that only read."""
@@ -238,6 +244,26 @@ def test_shadow_unsynced_lists_services_whose_last_status_failed(serve: Serve) -
     assert unsynced["next"] is None
 
 
+def test_shadow_unsynced_pages_with_next_until_null(serve: Serve, db: str) -> None:
+    def failed(device: str, service: str) -> Notification:
+        return testing.build(
+            "deviceDesiredPropertiesModifyStatusChanged", device_id=device, service_id=service,
+            status="FAILED", properties={"interval": 1},
+        )  # fmt: skip
+
+    with serve() as (url, _):
+        post(url, failed("dev/2", "A"), failed("dev-1", "B"), failed("dev-1", "A"))
+        run(expect_pending(db, "dev-1", "C"))
+        pages, after = [], ""
+        while True:
+            page = fetch(url, f"/api/shadow/unsynced?limit=2{after}", Page[ShadowRecord])
+            pages.append([(s["device_id"], s["service_id"]) for s in page["items"]])
+            if page["next"] is None:
+                break
+            after = f"&after={page['next']}"
+    assert pages == [[("dev-1", "A"), ("dev-1", "B")], [("dev-1", "C"), ("dev/2", "A")], []]
+
+
 # --- upgrades ---------------------------------------------------------------------------------
 
 
@@ -345,7 +371,9 @@ ERRORS = [
     ("GET", "/api/upgrades?after=op-1", 400, "after must be a `next` of this list", "after"),
     ("GET", "/api/devices/d-1?commands=1001", 400, "commands must be 0..1000", "commands"),
     ("GET", "/api/commands?colour=red", 400, "unknown query parameter 'colour'", "colour"),
-    ("GET", "/api/shadow/unsynced?limit=5", 400, "unknown query parameter 'limit'", "limit"),
+    ("GET", "/api/shadow/unsynced?device=d", 400, "unknown query parameter 'device'", "device"),
+    ("GET", "/api/shadow/unsynced?after=d-1", 400, "after must be a `next` of this list", "after"),
+    ("GET", "/api/shadow/unsynced?limit=0", 400, "limit must be 1..1000", "limit"),
     ("GET", "/api/devices?status=A&status=B", 400, "status must be given at most once", "status"),
     ("POST", "/api/commands", 405, "POST is not allowed", "$"),
     ("DELETE", "/api/devices/d-1", 405, "DELETE is not allowed", "$"),
@@ -397,7 +425,10 @@ SAMPLE_VALUES = {
     "device": "d-1", "state": "SENT", "overdue": "true", "status": "ONLINE", "deleted": "true",
     "type": "deviceAdded", "since": "2h", "limit": "5", "after": "1", "commands": "5",
 }  # fmt: skip
-SAMPLE_CURSOR = "1795304123.7214675,6f702d31,73,642d31"  # /api/upgrades pages with a cursor
+SAMPLE_CURSORS = {  # the lists that page with a cursor of their own
+    "/api/upgrades": "1795304123.7214675,6f702d31,73,642d31",
+    "/api/shadow/unsynced": "642d31,446576696365",
+}
 
 
 def refs(node: Any) -> Iterator[str]:
@@ -436,7 +467,7 @@ def test_openapi_document_describes_every_endpoint_and_resolves_every_ref(empty:
         path_params = [p["name"] for p in operation["parameters"] if p["in"] == "path"]
         assert path_params == re.findall(r"\{(\w+)\}", template)
         # Every documented parameter is accepted: with a sample of each, no 400 and no 405.
-        cursor = {"after": SAMPLE_CURSOR} if template == "/api/upgrades" else {}
+        cursor = {"after": SAMPLE_CURSORS[template]} if template in SAMPLE_CURSORS else {}
         samples = SAMPLE_VALUES | cursor
         query = "&".join(
             f"{p['name']}={samples[p['name']]}"

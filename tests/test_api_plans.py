@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from iotpush import trackers
+from iotpush import testing, trackers
 from iotpush.inbox import Selection
 from iotpush.inbox._sqlbase import SQLInbox
 from tests._inbox import T0, InboxFactory
@@ -46,8 +46,27 @@ TRACKER_READS: dict[str, Callable[[Any], object]] = {
     ),
     "upgrades": lambda db: trackers.find_upgrades(db, None, 100, None),
     "upgrades-device": lambda db: trackers.find_upgrades(db, "dev-1", 100, None),
+    "upgrades-after": lambda db: trackers.find_upgrades(db, None, 100, "1.5,6f70,73,64"),
     "upgrade": lambda db: trackers.get_upgrade(db, "op-1"),
-    "unsynced": trackers.unsynced,
+    "unsynced": lambda db: trackers.unsynced(db, 100, None),
+    "unsynced-after": lambda db: trackers.unsynced(db, 100, "6465762d31,41"),
+}
+
+# Reads that must go through these indexes (by name; SQLite names a WITHOUT ROWID table's key
+# index "PRIMARY KEY"), where a scan in key order with a filter would pass for an index read.
+_DEVICE_DATA = {"sqlite": "PRIMARY KEY", "postgres": "device_data_pkey"}
+_UNSYNCED = ("shadows_failed", "shadow_expectations_pending")
+INDEXES: dict[str, tuple[str, ...]] = {
+    "unsynced": _UNSYNCED,
+    "unsynced-after": _UNSYNCED,
+    "devices": ("device_data",),
+    "devices-status": ("devices_status", "device_data"),
+    "upgrades": ("upgrades_updated",),
+    "upgrades-after": ("upgrades_updated",),
+    "upgrades-device": ("upgrades_device",),
+    "commands-device": ("commands_device",),
+    "commands-state": ("commands_state",),
+    "commands-overdue": ("commands_deadline",),
 }
 
 
@@ -109,20 +128,53 @@ def test_notifications_list_by_filter_plan_uses_its_index(
         assert index in found, found
 
 
-@pytest.mark.parametrize("inbox_factory", SQL_BACKENDS, indirect=True)
-@pytest.mark.parametrize("name", list(TRACKER_READS))
-def test_tracker_read_of_the_api_plan_scans_no_table(
-    inbox_factory: InboxFactory, name: str
-) -> None:
+def _seed(db: Any) -> None:
+    """A few records, so that each read runs every statement (a page's data, say)."""
+    for entry, device in enumerate(["dev-0", "dev-1"], 1):
+        trackers.apply_all(db, entry, T0, testing.build("deviceDataChanged", device_id=device))
+    online = testing.build("deviceInfoChanged", device_id="dev-1", device_info={"status": "ONLINE"})
+    trackers.apply_all(db, 3, T0, online)
+    failed = testing.build(
+        "deviceDesiredPropertiesModifyStatusChanged", device_id="dev-1", status="FAILED"
+    )
+    trackers.apply_all(db, 4, T0, failed)
+    trackers.expect_shadow(db, "dev-2", "Config", {"interval": 5}, T0)
+
+
+def _tracker_plans(inbox_factory: InboxFactory, name: str) -> tuple[list[str], bool]:
     read = TRACKER_READS[name]
 
-    async def plans(inbox: SQLInbox, sqlite: bool) -> list[str]:
+    async def plans(inbox: SQLInbox, sqlite: bool) -> tuple[list[str], bool]:
+        await inbox.transact(_seed)
+
         def run(db: Any) -> list[str]:
             recording = _Recording(db)
             read(recording)
             return [_plan(db, sqlite, sql, params) for sql, params in recording.statements]
 
-        found: list[str] = await inbox.read(run)
-        return [line for plan in found for line in _scans(plan, sqlite)]
+        return await inbox.read(run), sqlite
 
-    assert _with_store(inbox_factory, plans) == []
+    found: tuple[list[str], bool] = _with_store(inbox_factory, plans)
+    return found
+
+
+@pytest.mark.parametrize("inbox_factory", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("name", list(TRACKER_READS))
+def test_tracker_read_of_the_api_plan_scans_no_table(
+    inbox_factory: InboxFactory, name: str
+) -> None:
+    plans, sqlite = _tracker_plans(inbox_factory, name)
+    assert [line for plan in plans for line in _scans(plan, sqlite)] == []
+
+
+@pytest.mark.parametrize("inbox_factory", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("name", list(INDEXES))
+def test_tracker_list_of_the_api_plan_reads_its_indexes(
+    inbox_factory: InboxFactory, name: str
+) -> None:
+    plans, sqlite = _tracker_plans(inbox_factory, name)
+    found = "\n".join(plans)
+    for index in INDEXES[name]:
+        if index == "device_data":
+            index = _DEVICE_DATA["sqlite" if sqlite else "postgres"]
+        assert index in found, found

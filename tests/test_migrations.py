@@ -23,6 +23,7 @@ from iotpush.exceptions import ConfigError
 from iotpush.inbox import _migrations
 from iotpush.inbox._postgres_sql import INBOX_SCHEMA, collated
 from iotpush.inbox._sqlite_sql import SCHEMA as SQLITE_INBOX_SCHEMA
+from iotpush.inbox._sqlite_sql import clustered
 from iotpush.inbox.postgres import PostgresInbox
 from iotpush.inbox.sqlite import SQLiteInbox
 from tests.conftest import postgres_schema, run
@@ -148,7 +149,8 @@ def live_schema(url: str) -> None:
     """Make in an empty store the tables the code's live schema text describes."""
     if url.startswith("sqlite:"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            conn.executescript(SQLITE_INBOX_SCHEMA + trackers.SCHEMA + _migrations.VERSION_TABLE)
+            tracker_tables = clustered(trackers.SCHEMA)
+            conn.executescript(SQLITE_INBOX_SCHEMA + tracker_tables + _migrations.VERSION_TABLE)
         return
     from iotpush.inbox._postgres_db import parse_url
 

@@ -16,6 +16,7 @@ from iotpush.models import Notification
 from iotpush.trackers import (
     ShadowRecord,
     apply_all,
+    count_unsynced,
     expect_shadow,
     get_shadow,
     shadow_history,
@@ -230,3 +231,36 @@ def test_shadow_record_encodes_as_json(db: sqlite3.Connection) -> None:
     apply_all(db, 1, 10.0, push("DELIVERED", {"Firmware Version": "v1.1.0"}))
     record = one(db)
     assert msgspec.json.decode(msgspec.json.encode(record), type=ShadowRecord) == record
+
+
+def test_unsynced_pages_through_failed_and_pending_with_cursors(db: sqlite3.Connection) -> None:
+    for entry, (device, service) in enumerate([("d2", "A"), ("d1", "B"), ("d1/x", "A")], 1):
+        apply_all(db, entry, 10.0, push("FAILED", {"a": entry}, device=device, service=service))
+    apply_all(db, 4, 11.0, push("DELIVERED", {"a": 4}, device="d1", service="A"))
+    for device, service in [("d1", "A"), ("d1", "C"), ("d2", "A")]:  # d2/A FAILED and pending
+        expect_shadow(db, device, service, {"a": 9}, now=12.0)
+    pages, after = [], None
+    while True:
+        page = unsynced(db, limit=2, after=after)
+        pages.append([(r.device_id, r.service_id) for r in page])
+        if len(page) < 2:
+            break
+        after = page[-1].cursor
+    assert pages == [
+        [("d1", "A"), ("d1", "B")], [("d1", "C"), ("d1/x", "A")], [("d2", "A")],
+    ]  # fmt: skip
+    assert [(r.device_id, r.service_id) for r in unsynced(db)] == [
+        key for page in pages for key in page
+    ]
+
+
+def test_unsynced_cursor_that_is_not_one_is_refused(db: sqlite3.Connection) -> None:
+    with pytest.raises(ValueError, match="not a cursor of the unsynced list"):
+        unsynced(db, limit=2, after="d1,A")
+
+
+def test_count_unsynced_counts_what_unsynced_lists(db: sqlite3.Connection) -> None:
+    apply_all(db, 1, 10.0, push("FAILED", {"a": 1}, device="d2"))
+    expect_shadow(db, "d2", "Device", {"a": 1}, now=9.0)  # FAILED and pending: one service
+    expect_shadow(db, "d1", "Device", {"a": 1}, now=12.0)
+    assert count_unsynced(db) == len(unsynced(db)) == 2

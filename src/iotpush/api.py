@@ -27,6 +27,8 @@ from .inbox import Entry
 from .trackers import CommandRecord, DeviceRecord, ShadowRecord, UpgradeRecord, normalise
 from .trackers.commands import RANKS, SPELLINGS
 from .trackers.messages import MessageRecord
+from .trackers.shadow import CURSOR_PATTERN as UNSYNCED_CURSOR
+from .trackers.shadow import parse_cursor as parse_unsynced_cursor
 from .trackers.tasks import TaskRecord
 from .trackers.upgrades import CURSOR_PATTERN, parse_cursor
 from .tracking import MAX_VIEW_COMMANDS, DeviceView, Tracking
@@ -151,6 +153,17 @@ class _Query:
     def limit(self) -> int:
         return self.integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
 
+    def cursor(self, parse: Callable[[str], object]) -> str | None:
+        """``after``, checked by the list's cursor reader (which raises ValueError)."""
+        after = self.values.get("after")
+        if after is not None:
+            try:
+                parse(after)
+            except ValueError as exc:
+                error = f"after must be a `next` of this list, got {after!r}"
+                raise _Refused(400, error, "after") from exc
+        return after
+
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         value = self.values.get(name, str(default))
         if not re.fullmatch(r"[0-9]{1,7}", value) or not low <= int(value) <= high:
@@ -177,8 +190,10 @@ _ROUTES: Final = (
            "listDevices", "Devices by device id, with their latest data."),
     _Route(("api", "devices", "{id}"), ("commands",), DeviceView, "getDevice",
            "A device's registry record, latest data, shadow sync and most recent commands."),
-    _Route(("api", "shadow", "unsynced"), (), Page[ShadowRecord], "listUnsynced",
-           "Device services whose desired properties FAILED or are unconfirmed."),
+    _Route(("api", "shadow", "unsynced"), ("limit", "after"), Page[ShadowRecord], "listUnsynced",
+           "Device services whose desired properties FAILED or are unconfirmed, by device id"
+           " then service id.",
+           {"after": {"type": "string", "pattern": UNSYNCED_CURSOR}}),
     _Route(("api", "upgrades"), ("device", "limit", "after"), Page[UpgradeRecord],
            "listUpgrades",
            "Upgrades, most recently updated first, then by operation, sub-operation and device"
@@ -310,16 +325,12 @@ class QueryAPI:
         return await self.tracking.device(args[0], commands=commands)
 
     async def _unsynced(self, _: list[str], q: _Query) -> Page[ShadowRecord]:
-        return Page(items=await self.tracking.unsynced(), next=None)
+        after, limit = q.cursor(parse_unsynced_cursor), q.limit()
+        items = await self.tracking.unsynced(limit=limit, after=after)
+        return _page(items, limit, lambda r: r.cursor)
 
     async def _upgrades(self, _: list[str], q: _Query) -> Page[UpgradeRecord]:
-        after, limit = q.text("after"), q.limit()
-        if after is not None:
-            try:
-                parse_cursor(after)
-            except ValueError as exc:
-                error = f"after must be a `next` of this list, got {after!r}"
-                raise _Refused(400, error, "after") from exc
+        after, limit = q.cursor(parse_cursor), q.limit()
         items = await self.tracking.upgrades(device=q.text("device"), limit=limit, after=after)
         return _page(items, limit, lambda r: r.cursor)
 

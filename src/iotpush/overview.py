@@ -16,18 +16,14 @@ from typing import Any
 
 from .inbox import STATES, Inbox
 from .inbox._sqlbase import SQLInbox
+from .trackers import count_unsynced
 
 __all__ = ["Entries", "Overview", "OverviewReader", "read_entries"]
 
 # Each groups a small table, or counts through an index (commands_state, commands_deadline,
-# devices_status); the shadow count follows `trackers.shadow.unsynced`.
+# devices_status); the shadow count is `trackers.count_unsynced`.
 _COMMANDS = "SELECT COALESCE(state, 'unknown'), count(*) FROM commands GROUP BY 1"
 _OVERDUE = "SELECT count(*) FROM commands WHERE terminal = 0 AND deadline < ?"
-_UNSYNCED = (
-    "SELECT count(*) FROM shadows AS s LEFT JOIN shadow_expectations AS x"
-    " ON x.device_id = s.device_id AND x.service_id = s.service_id"
-    " WHERE s.status = 'FAILED' OR (x.expected_at IS NOT NULL AND x.confirmed_entry_id IS NULL)"
-)
 _DEVICES = (
     "SELECT COALESCE(status, 'unknown'), count(*) FROM devices"
     " WHERE deleted_entry_id IS NULL OR deleted_entry_id < COALESCE(added_entry_id, 0)"
@@ -145,7 +141,7 @@ class OverviewReader:
         def trackers(db: Any) -> tuple[dict[str, int], int, int, dict[str, int]]:
             commands = {str(state): int(n) for state, n in db.execute(_COMMANDS, ()).fetchall()}
             (overdue,) = db.execute(_OVERDUE, (now,)).fetchone()
-            (unsynced,) = db.execute(_UNSYNCED, ()).fetchone()
+            unsynced = count_unsynced(db)
             devices = {str(status): int(n) for status, n in db.execute(_DEVICES, ()).fetchall()}
             return commands, int(overdue), int(unsynced), devices
 

@@ -240,9 +240,14 @@ class Tracking:
         )
         return await self.inbox.read(lambda db: trackers.get_shadow(db, device_id))
 
-    async def unsynced(self) -> list[ShadowRecord]:
-        """Device services whose last desired-property sync FAILED or is unconfirmed."""
-        return await self.inbox.read(trackers.unsynced)
+    async def unsynced(self, *, limit: int = 100, after: str | None = None) -> list[ShadowRecord]:
+        """Device services whose last desired-property sync FAILED or is unconfirmed, by device
+        id then service id (page with ``after``, the last record's `ShadowRecord.cursor`).
+
+        Raises:
+            ValueError: ``limit`` is out of range or ``after`` is not a cursor.
+        """
+        return await self.inbox.read(lambda db: trackers.unsynced(db, limit, after))
 
     async def upgrade(self, operation_id: str) -> list[UpgradeRecord]:
         """Each device's progress in one upgrade operation.

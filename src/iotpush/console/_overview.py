@@ -38,7 +38,7 @@ async def figures(inbox: Inbox, now: float) -> Figures:
     """The store's figures at ``now``."""
     entries = await read_entries(inbox)
     overdue = await inbox.read(lambda db: len(trackers.overdue(db, now)))
-    unsynced = await inbox.read(lambda db: len(trackers.unsynced(db)))
+    unsynced = await inbox.read(trackers.count_unsynced)
     return Figures(
         entries.by_state, entries.oldest_pending_at, entries.quarantined, entries.unpublished,
         overdue, unsynced,

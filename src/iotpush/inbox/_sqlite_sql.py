@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +19,23 @@ __all__ = [
     "OUTBOX_TAKE",
     "SCHEMA",
     "SLOT",
+    "clustered",
     "where",
 ]
+
+# Tracker tables the SQLite migrations make WITHOUT ROWID: clustered by their key, so the rows
+# a page reads together lie together (a device's latest values). PostgreSQL has no such layout.
+CLUSTERED = ("device_data",)
+
+
+def clustered(script: str) -> str:
+    """The trackers' (portable) ``script`` with the `CLUSTERED` tables ``WITHOUT ROWID``, as the
+    SQLite migrations write them."""
+    for table in CLUSTERED:
+        create = re.compile(rf"(CREATE TABLE IF NOT EXISTS {table} \(.*?\n\));", re.DOTALL)
+        script = create.sub(r"\1 WITHOUT ROWID;", script)
+    return script
+
 
 # The tables as the statements below expect them: the migrations (`_migrations`) make them.
 SCHEMA = """

@@ -45,7 +45,15 @@ from .commands import (
     recent_commands,
 )
 from .devices import DataPoint, DeviceRecord, find_devices, get_device
-from .shadow import ShadowEvent, ShadowRecord, expect_shadow, get_shadow, shadow_history, unsynced
+from .shadow import (
+    ShadowEvent,
+    ShadowRecord,
+    count_unsynced,
+    expect_shadow,
+    get_shadow,
+    shadow_history,
+    unsynced,
+)
 from .upgrades import UpgradeEvent, UpgradeRecord, find_upgrades, get_upgrade
 
 __all__ = [
@@ -67,6 +75,7 @@ __all__ = [
     "commands",
     "count_commands",
     "count_records",
+    "count_unsynced",
     "devices",
     "expect",
     "expect_shadow",

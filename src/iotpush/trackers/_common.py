@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,8 @@ from ..models import Notification
 from ..projections import Cursor, Database
 
 __all__ = [
-    "Cursor", "Database", "Tracker", "dumps", "fold_ranked", "limit_sql", "loads", "page_sql",
-    "upsert_sql",
+    "Cursor", "Database", "Tracker", "dumps", "fold_ranked", "key_cursor", "key_pattern",
+    "limit_sql", "loads", "page_sql", "parse_key", "upsert_sql",
 ]  # fmt: skip
 
 MAX_LIMIT = 1000
@@ -59,6 +60,28 @@ def dumps(value: Any) -> str:
 def loads(text: str | None) -> Any:
     """Decode a JSON column; ``NULL`` is ``None``."""
     return None if text is None else _decode(text)
+
+
+# A page cursor holds a record's key: each part as the hex of its UTF-8, joined by commas, so
+# only characters a URL or a shell passes as they are.
+_HEX_PART = "([0-9a-f]{2})*"
+
+
+def key_pattern(parts: int) -> str:
+    """A regular expression matching a `key_cursor` of ``parts`` parts (unanchored)."""
+    return ",".join([_HEX_PART] * parts)
+
+
+def key_cursor(key: Iterable[str]) -> str:
+    """A record's key as cursor text (read back by `parse_key`)."""
+    return ",".join(part.encode().hex() for part in key)
+
+
+def parse_key(text: str, parts: int) -> list[str] | None:
+    """The key of a `key_cursor` of ``parts`` parts; ``None`` if ``text`` is not one."""
+    if re.fullmatch(key_pattern(parts), text) is None:
+        return None
+    return [bytes.fromhex(part).decode("utf-8", "replace") for part in text.split(",")]
 
 
 def limit_sql(limit: int | None, params: list[Any]) -> str:

@@ -33,7 +33,7 @@ from ..models import (
     Notification,
     parse_time,
 )
-from ._common import Database, Tracker, dumps, limit_sql, loads, page_sql, upsert_sql
+from ._common import Database, Tracker, dumps, limit_sql, loads, upsert_sql
 
 __all__ = [
     "HANDLES",
@@ -123,15 +123,20 @@ ON CONFLICT (device_id) DO UPDATE SET
     gateway_entry_id = CASE WHEN excluded.gateway_entry_id > COALESCE(devices.gateway_entry_id, 0)
         THEN excluded.gateway_entry_id ELSE devices.gateway_entry_id END
 """
-_DATA_COLUMNS: Final = ("service_id", "property", "value", "event_time", "event_ts", "entry_id")
+_DATA_COLUMNS: Final = (
+    "device_id", "service_id", "property", "value", "event_time", "event_ts", "entry_id",
+)  # fmt: skip
 _RECORD_COLUMNS: Final = (
     "device_id", "info", "status", "gateway_id", "node_type", "bind_result", "created_at",
     "updated_at", "deleted_at", "deleted_entry_id", "added_entry_id",
 )  # fmt: skip
-_SELECT: Final = ", ".join(
-    [*(f"d.{c}" for c in _RECORD_COLUMNS), *(f"x.{c}" for c in _DATA_COLUMNS)]
+# A page's devices, then their data in a second query: joined, each data row would carry its
+# device's whole row again (the info JSON six times over for six properties).
+_PAGE: Final = f"SELECT {', '.join(_RECORD_COLUMNS)} FROM devices"  # noqa: S608
+_DATA: Final = (
+    f"SELECT {', '.join(_DATA_COLUMNS)} FROM device_data"  # noqa: S608
+    " WHERE device_id IN ({marks}) ORDER BY device_id, service_id, property"
 )
-_JOIN: Final = "LEFT JOIN device_data AS x ON x.device_id = d.device_id"
 _VERSIONED: Final = (
     ("gateway_id", "gateway_entry_id"),
     ("node_type", "node_type_entry_id"),
@@ -279,31 +284,26 @@ def _select(
     db: Database, clauses: Sequence[str], params: Sequence[Any], limit: int | None
 ) -> list[DeviceRecord]:
     args = list(params)
-    sql = page_sql(
-        _SELECT,
-        "devices",
-        "d",
-        clauses,
-        ["device_id"],
-        limit_sql(limit, args),
-        _JOIN,
-        "x.service_id, x.property",
-    )
+    where = " AND ".join(clauses) or "1 = 1"
+    sql = f"{_PAGE} WHERE {where} ORDER BY device_id{limit_sql(limit, args)}"
     records: dict[str, DeviceRecord] = {}
     for row in db.execute(sql, args).fetchall():
-        record = records.get(row[0])
-        if record is None:
-            deleted = row[9] is not None and row[9] > (row[10] or 0)
-            record = records[row[0]] = DeviceRecord(
-                device_id=row[0], info=loads(row[1]), status=row[2], gateway_id=row[3],
-                node_type=row[4], bind_result=row[5], created_at=row[6], updated_at=row[7],
-                deleted_at=row[8] if deleted else None, data={},
-            )  # fmt: skip
-        if row[11] is not None:
-            point = DataPoint(
-                value=loads(row[13]), event_time=row[14], event_ts=row[15], entry_id=row[16]
-            )
-            record.data.setdefault(row[11], {})[row[12]] = point
+        deleted = row[9] is not None and row[9] > (row[10] or 0)
+        records[row[0]] = DeviceRecord(
+            device_id=row[0], info=loads(row[1]), status=row[2], gateway_id=row[3],
+            node_type=row[4], bind_result=row[5], created_at=row[6], updated_at=row[7],
+            deleted_at=row[8] if deleted else None, data={},
+        )  # fmt: skip
+    if not records:
+        return []
+    data = _DATA.format(marks=", ".join("?" * len(records)))
+    for device, service, name, value, event_time, event_ts, entry_id in db.execute(
+        data, list(records)
+    ).fetchall():
+        point = DataPoint(
+            value=loads(value), event_time=event_time, event_ts=event_ts, entry_id=entry_id
+        )
+        records[device].data.setdefault(service, {})[name] = point
     return list(records.values())
 
 

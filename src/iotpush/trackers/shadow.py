@@ -21,12 +21,12 @@ from typing import Any, Final
 import msgspec
 
 from ..models import DeviceDesiredPropertiesModifyStatusChanged, Notification
-from ._common import Database, Tracker, dumps, limit_sql, loads
+from ._common import Database, Tracker, dumps, key_cursor, key_pattern, limit_sql, loads, parse_key
 
 __all__ = [
-    "HANDLES",
-    "PROJECTION", "RESET", "SCHEMA", "ShadowEvent", "ShadowRecord", "apply", "expect_shadow",
-    "get_shadow", "shadow_history", "unsynced",
+    "CURSOR_PATTERN", "HANDLES", "PROJECTION", "RESET", "SCHEMA", "ShadowEvent", "ShadowRecord",
+    "apply", "count_unsynced", "expect_shadow", "get_shadow", "parse_cursor", "shadow_history",
+    "unsynced",
 ]  # fmt: skip
 
 HANDLES: Final = (DeviceDesiredPropertiesModifyStatusChanged,)
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS shadows (
     failed_at DOUBLE PRECISION,
     PRIMARY KEY (device_id, service_id)
 );
-CREATE INDEX IF NOT EXISTS shadows_status ON shadows (status);
+CREATE INDEX IF NOT EXISTS shadows_failed ON shadows (device_id, service_id)
+    WHERE status = 'FAILED';
 CREATE TABLE IF NOT EXISTS shadow_events (
     entry_id BIGINT PRIMARY KEY,
     device_id TEXT NOT NULL,
@@ -65,6 +66,8 @@ CREATE TABLE IF NOT EXISTS shadow_expectations (
     confirmed_entry_id BIGINT,
     PRIMARY KEY (device_id, service_id)
 );
+CREATE INDEX IF NOT EXISTS shadow_expectations_pending ON shadow_expectations
+    (device_id, service_id) WHERE confirmed_entry_id IS NULL;
 """
 
 RESET: Final = (
@@ -98,13 +101,26 @@ _CONFIRM: Final = """
 UPDATE shadow_expectations SET confirmed_entry_id = ?
 WHERE device_id = ? AND service_id = ? AND (confirmed_entry_id IS NULL OR confirmed_entry_id > ?)
 """
-_SELECT: Final = """
+_COLUMNS: Final = """
 SELECT s.device_id, s.service_id, s.status, s.properties, s.status_entry_id, s.status_at,
     s.delivered, s.delivered_entry_id, s.delivered_at, s.failed, s.failed_entry_id, s.failed_at,
     x.properties, x.expected_at, x.confirmed_entry_id
-FROM shadows AS s LEFT JOIN shadow_expectations AS x
-    ON x.device_id = s.device_id AND x.service_id = s.service_id
 """
+_EXPECTATION: Final = (
+    " LEFT JOIN shadow_expectations AS x"
+    " ON x.device_id = s.device_id AND x.service_id = s.service_id"
+)
+_SELECT: Final = _COLUMNS + " FROM shadows AS s" + _EXPECTATION
+# The two kinds of unsynced service, each read in key order through its partial index
+# (shadows_failed, shadow_expectations_pending): a page costs its own rows, not the table's.
+_UNSYNCED_KEYS: Final = (
+    "SELECT device_id, service_id FROM shadows WHERE status = 'FAILED'",
+    "SELECT device_id, service_id FROM shadow_expectations WHERE confirmed_entry_id IS NULL",
+)
+CURSOR_PATTERN: Final = f"^{key_pattern(2)}$"
+"""What every cursor of `unsynced` matches (a JSON Schema ``pattern``)."""
+_KEY_AFTER: Final = " AND (device_id, service_id) > (?, ?)"
+_KEY_ORDER: Final = " ORDER BY device_id, service_id"
 
 
 class ShadowRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,6 +152,11 @@ class ShadowRecord(msgspec.Struct, frozen=True, kw_only=True):
     confirmed_entry_id: int | None
     pending: bool
     synced: bool
+
+    @property
+    def cursor(self) -> str:
+        """The ``after`` of `unsynced` that continues just after this record."""
+        return key_cursor((self.device_id, self.service_id))
 
 
 class ShadowEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -250,17 +271,57 @@ def get_shadow(db: Database, device: str) -> list[ShadowRecord]:
     return [_record(row) for row in db.execute(sql, (device,)).fetchall()]
 
 
-def unsynced(db: Database) -> list[ShadowRecord]:
-    """Return every service whose last status is FAILED or whose expectation is unconfirmed.
+def unsynced(
+    db: Database, limit: int | None = None, after: str | None = None
+) -> list[ShadowRecord]:
+    """Return services whose last status is FAILED or whose expectation is unconfirmed.
 
-    Ordered by device id, then service id.
+    Ordered by device id, then service id, one page at a time: pass the `ShadowRecord.cursor`
+    of a page's last record as ``after`` to get the next one.
+
+    Args:
+        db: The connection.
+        limit: Page size, 1 to 1000; ``None``: every one.
+        after: Only services after the one this cursor was taken from.
+
+    Raises:
+        ValueError: ``limit`` is out of range, or ``after`` is not a cursor (`parse_cursor`).
     """
+    key = parse_cursor(after) if after is not None else None
+    params: list[Any] = []
+    parts = []
+    for keys in _UNSYNCED_KEYS:
+        if key is not None:
+            params.extend(key)
+        limit_clause = limit_sql(limit, params)
+        after_clause = _KEY_AFTER if key else ""
+        parts.append(f"SELECT * FROM ({keys}{after_clause}{_KEY_ORDER}{limit_clause}) AS k")  # noqa: S608
+    page = " UNION ".join(parts)
     sql = (
-        _SELECT + " WHERE s.status = 'FAILED'"
-        " OR (x.expected_at IS NOT NULL AND x.confirmed_entry_id IS NULL)"
-        " ORDER BY s.device_id, s.service_id"
+        f"{_COLUMNS} FROM ({page}) AS k JOIN shadows AS s"
+        " ON s.device_id = k.device_id AND s.service_id = k.service_id"
+        f"{_EXPECTATION} ORDER BY s.device_id, s.service_id{limit_sql(limit, params)}"
     )
-    return [_record(row) for row in db.execute(sql, ()).fetchall()]
+    return [_record(row) for row in db.execute(sql, params).fetchall()]
+
+
+def count_unsynced(db: Database) -> int:
+    """Return how many services `unsynced` lists (counted through its partial indexes)."""
+    union = " UNION ".join(_UNSYNCED_KEYS)
+    (count,) = db.execute(f"SELECT count(*) FROM ({union}) AS k", ()).fetchone()  # noqa: S608
+    return int(count)
+
+
+def parse_cursor(text: str) -> tuple[str, str]:
+    """Read a cursor of `unsynced` (`ShadowRecord.cursor`): the key a page continues after.
+
+    Raises:
+        ValueError: ``text`` does not match `CURSOR_PATTERN`.
+    """
+    key = parse_key(text, 2)
+    if key is None:
+        raise ValueError(f"not a cursor of the unsynced list: {text!r}")
+    return key[0], key[1]
 
 
 def shadow_history(

@@ -30,7 +30,17 @@ from ..models import (
     SwUpgradeResultNotify,
     SwUpgradeStateChangeNotify,
 )
-from ._common import Database, Tracker, dumps, loads, select_pages, upsert_sql
+from ._common import (
+    Database,
+    Tracker,
+    dumps,
+    key_cursor,
+    key_pattern,
+    loads,
+    parse_key,
+    select_pages,
+    upsert_sql,
+)
 
 __all__ = [
     "CURSOR_PATTERN", "HANDLES", "PROJECTION", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord",
@@ -97,9 +107,8 @@ _JOIN: Final = (
     " AND e.sub_operation_id = u.sub_operation_id AND e.device_id = u.device_id"
 )
 _UPSERT: Final = upsert_sql("upgrades", _COLUMNS, _KEY_COLUMNS)
-# A cursor: the update time (its ``repr``, which reads back exactly), then each part of the key
-# as the hex of its UTF-8: only characters a URL or a shell passes as they are.
-_CURSOR: Final = r"-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?(,([0-9a-f]{2})*){3}"
+# A cursor: the update time (its ``repr``, which reads back exactly), then the key (`key_cursor`).
+_CURSOR: Final = rf"-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?,{key_pattern(3)}"
 CURSOR_PATTERN: Final = f"^{_CURSOR}$"
 """What every cursor matches (a JSON Schema ``pattern``); `parse_cursor` reads any such text."""
 _AFTER: Final = (
@@ -167,7 +176,7 @@ class UpgradeRecord(msgspec.Struct, frozen=True, kw_only=True):
         """The ``after`` of `find_upgrades` that continues just after this record."""
         key = (self.operation_id, self.sub_operation_id, self.device_id)
         when = repr(float(self.updated_at)).replace("+", "")  # 1e+16 reads back from 1e16
-        return ",".join([when, *(part.encode().hex() for part in key)])
+        return f"{when},{key_cursor(key)}"
 
 
 def _event(n: Notification) -> tuple[str, str, str, dict[str, Any]] | None:
@@ -283,8 +292,9 @@ def parse_cursor(text: str) -> tuple[float, str, str, str]:
     """
     if re.fullmatch(_CURSOR, text) is None:
         raise ValueError(f"not a cursor of the upgrades list: {text!r}")
-    updated_at, *parts = text.split(",")
-    key = [bytes.fromhex(part).decode("utf-8", "replace") for part in parts]
+    updated_at, rest = text.split(",", 1)
+    key = parse_key(rest, 3)
+    assert key is not None  # the pattern matched
     return float(updated_at), key[0], key[1], key[2]
 
 

@@ -39,6 +39,7 @@ from . import (
     m0003_query_indexes,
     m0004_v5_messages_tasks,
     m0005_purges,
+    m0006_query_pages,
 )
 
 __all__ = [
@@ -91,6 +92,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
             m0003_query_indexes,
             m0004_v5_messages_tasks,
             m0005_purges,
+            m0006_query_pages,
         ),
         start=1,
     )
