@@ -74,9 +74,11 @@ def test_serve_without_options_runs_configs_defaults(configs: list[Config]) -> N
         ([], {"IOTPUSH_SERVE_API_TOKEN": f"{TOKEN} short"}, "'IOTPUSH_SERVE_API_TOKEN'"),
         (["--concurrency", "0"], {}, "'--concurrency'"),
         (["--keep-alive-timeout", "0"], {}, "'--keep-alive-timeout'"),
+        (["--retention", "a week"], {}, "'--retention'"),
+        ([], {"IOTPUSH_SERVE_PURGE_INTERVAL": "often"}, "'IOTPUSH_SERVE_PURGE_INTERVAL'"),
     ],
     ids=["port", "port-variable", "duration", "api-token", "api-token-variable", "concurrency",
-         "keep-alive"],
+         "keep-alive", "retention", "purge-interval-variable"],
 )  # fmt: skip
 def test_serve_bad_option_value_is_refused_on_one_line_naming_it(
     configs: list[Config], args: list[str], env: dict[str, str], named: str
@@ -92,6 +94,23 @@ def test_serve_bad_option_value_is_refused_on_one_line_naming_it(
 def test_serve_durations_take_milliseconds(configs: list[Config]) -> None:
     assert invoke("serve", "--backoff", "200ms", "--handler-timeout", "1500ms").exit_code == 0
     assert (configs[0].backoff, configs[0].handler_timeout) == (0.2, 1.5)
+
+
+def test_serve_retention_takes_any_duration_and_0_keeps_everything(
+    configs: list[Config],
+) -> None:
+    assert invoke("serve", "--retention", "30s", "--purge-interval", "5s").exit_code == 0
+    assert invoke("serve", "--retention", "7d").exit_code == 0
+    assert invoke("serve", "--retention", "0").exit_code == 0
+    assert [(c.retention, c.purge_interval) for c in configs] == [
+        (30.0, 5.0), (7 * 86400.0, 300.0), (None, 300.0),
+    ]  # fmt: skip
+
+
+def test_serve_purge_interval_0_is_refused_on_one_line() -> None:
+    result = invoke("config", "show", "--purge-interval", "0")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: --purge-interval must be above 0"
 
 
 def test_serve_settings_come_from_command_line_then_environment_then_file(

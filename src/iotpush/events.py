@@ -7,6 +7,7 @@ Each step of the pipeline emits what happened to it as a small frozen record::
     inbox   -> Committed (a batch is durable)
     delivery-> AttemptStarted -> AttemptFinished -> Delivered | Retried | Dead
     sinks   -> Published | SinkFailed
+    store   -> PurgeRound (retention purged what is older than it)
 
 Emitting costs one dictionary lookup when nothing listens, and an emitter that would build an
 event in a hot path asks `Events.wants` first, so an unobserved pipeline pays well under 1 µs
@@ -42,6 +43,7 @@ __all__ = [
     "Events",
     "Listener",
     "Published",
+    "PurgeRound",
     "Received",
     "RefusalReason",
     "Refused",
@@ -182,6 +184,19 @@ class SinkFailed(msgspec.Struct, frozen=True):
     error: str
 
 
+class PurgeRound(msgspec.Struct, frozen=True):
+    """Retention purged what was received before ``before`` (a round runs every
+    ``--purge-interval``, in short transactions)."""
+
+    purged: dict[str, int]
+    """Rows deleted, by what they were: ``entries`` (delivered inbox entries) and each tracker
+    history table (``command_events``...); every one is there, 0 included."""
+    seconds: float
+    """How long the round took."""
+    before: float
+    """The time bound (Unix seconds): now minus the retention."""
+
+
 Event: TypeAlias = (
     Answered
     | Received
@@ -194,11 +209,12 @@ Event: TypeAlias = (
     | Dead
     | Published
     | SinkFailed
+    | PurgeRound
 )
 Listener: TypeAlias = Callable[[Event], object]
 _ALL: Final = (
     Answered, Received, Refused, Committed, AttemptStarted, AttemptFinished,
-    Delivered, Retried, Dead, Published, SinkFailed,
+    Delivered, Retried, Dead, Published, SinkFailed, PurgeRound,
 )  # fmt: skip
 
 

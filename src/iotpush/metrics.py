@@ -38,6 +38,7 @@ from .events import (
     Delivered,
     Events,
     Published,
+    PurgeRound,
     Received,
     Refused,
     Retried,
@@ -139,6 +140,14 @@ class Metrics:
             " The platform blacklists the callback URL after 10.",
             registry=registry,
         )
+        self.purged = Counter(
+            "iotpush_purged", "Rows retention purged: delivered inbox entries, and each tracker"
+            " history's events (by table).", ["what"], registry=registry,
+        )  # fmt: skip
+        self.purge = Histogram(
+            "iotpush_purge_seconds", "Time of one retention round (in short transactions).",
+            buckets=HANDLER_BUCKETS, registry=registry,
+        )  # fmt: skip
         registry.register(_StoreCollector(self))
         if process:
             ProcessCollector(registry=registry)
@@ -163,6 +172,7 @@ class Metrics:
         events.subscribe(self._on_attempt, AttemptFinished)
         events.subscribe(self._on_delivery, Delivered, Retried, Dead)
         events.subscribe(self._on_sink, Published, SinkFailed)
+        events.subscribe(self._on_purge, PurgeRound)
 
     async def render(self) -> bytes:
         """The metrics in Prometheus's text format, with the store's figures read now (cached).
@@ -227,6 +237,12 @@ class Metrics:
             self.published.labels(event.sink).inc(event.count)
         elif isinstance(event, SinkFailed):
             self.sink_errors.labels(event.sink).inc()
+
+    def _on_purge(self, event: object) -> None:
+        assert isinstance(event, PurgeRound)
+        for what, count in event.purged.items():
+            self.purged.labels(what).inc(count)
+        self.purge.observe(event.seconds)
 
 
 _OUTCOMES: Final[dict[type, str]] = {Delivered: "delivered", Retried: "retried", Dead: "dead"}

@@ -59,6 +59,7 @@ from .probes import Probes
 from .projections import Projection
 from .receive import Limits
 from .receiver import Receiver, default_receiver, load_receiver
+from .retention import DEFAULT_PURGE_INTERVAL, DEFAULT_RETENTION, Retention
 from .sinks import Publisher, open_sink
 from .tracking import Tracking
 
@@ -106,6 +107,10 @@ class Config:
     db_timeout: float = 5.0
     """Seconds a PostgreSQL operation may take before the push is answered 503."""
     watch_interval: float = 5.0
+    retention: float | None = DEFAULT_RETENTION
+    """Seconds delivered entries and tracker histories are kept (None: forever)."""
+    purge_interval: float = DEFAULT_PURGE_INTERVAL
+    """Seconds between two purges of what is older than ``retention``."""
     sinks: tuple[str, ...] = ()
     """Where every kept notification is also published (``nats://HOST:PORT?stream=...``)."""
     ssl_certfile: str | None = None
@@ -201,11 +206,13 @@ def _check_limits(config: Config) -> None:
             raise ConfigError(f"--{option.replace('_', '-')} must be 0 (no bound) or more")
     for option in (
         "max_in_flight", "max_pending_writes", "body_timeout", "header_timeout",
-        "limit_concurrency", "quarantine_max_rows",
+        "limit_concurrency", "quarantine_max_rows", "retention",
     ):  # fmt: skip
         value = getattr(config, option)
         if value is not None and not value > 0:
             raise ConfigError(f"--{option.replace('_', '-')} must be above 0")
+    if not config.purge_interval > 0:
+        raise ConfigError("--purge-interval must be above 0")
     if config.keep_alive_timeout < 1:
         raise ConfigError("--keep-alive-timeout must be at least 1 second")
 
@@ -349,6 +356,8 @@ class Server:
     """The warnings in the log (failures in a row, silence, dead letters)."""
     overview: OverviewReader | None = None
     """The store's figures, cached for a second (the gauges, readiness, the summary)."""
+    retention: Retention | None = None
+    """Purges what is older than ``--retention`` every ``--purge-interval`` (None: off)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
@@ -360,7 +369,7 @@ class Server:
             "inbox": self.inbox, "dispatcher": self.dispatcher, "tracking": self.tracking,
             "publishers": self.publishers, "events": self.events, "console": self.console,
             "metrics": self.metrics, "health": self.health, "alerts": self.alerts,
-            "overview": self.overview,
+            "overview": self.overview, "retention": self.retention,
         }  # fmt: skip
 
 
@@ -430,6 +439,12 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
             task.cancel()
         await asyncio.gather(*watchdog, return_exceptions=True)
 
+    retention = None
+    if config.retention is not None:
+        retention = Retention(
+            inbox, trackers.HISTORIES, keep=config.retention, interval=config.purge_interval,
+            clock=inbox.clock, events=events,
+        )  # fmt: skip
     api = QueryAPI(tracking)
     # Behind a trusted proxy the peer is the proxy, often on loopback; the clients are not.
     required = not config.loopback or bool(config.trusted_proxies)
@@ -468,18 +483,25 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
         on_startup=[
             dispatcher.start,
             start_watchdog,
+            *([] if retention is None else [retention.start]),
             alerts.start,
             *(p.start for p in publishers),
             start_logging,  # the summary counts what the last run left (claimed: undelivered)
         ],
-        on_shutdown=[*(p.stop for p in publishers), alerts.stop, stop_watchdog, dispatcher.stop],
+        on_shutdown=[
+            *(p.stop for p in publishers),
+            alerts.stop,
+            stop_watchdog,
+            *([] if retention is None else [retention.stop]),
+            dispatcher.stop,
+        ],
         events=events,
     )
     if console is not None:
         console.retry = _quarantine_replay(inbox, routes, limits)
     return Server(
         app, inbox, dispatcher, tracking, publishers, events, console, metrics, checks, alerts,
-        overview,
+        overview, retention,
     )  # fmt: skip
 
 

@@ -103,6 +103,20 @@ SETTINGS: list[click.Parameter] = [
         type=DURATION,
         help="Longest wait for PostgreSQL on the receive path; then 503 with Retry-After.",
     ),
+    _setting(
+        "store",
+        "--retention",
+        type=DURATION,
+        zero_is_off=True,
+        help="Keep delivered entries and tracker histories this long, then purge them"
+        " (each thing's current state stays; 0: keep everything).",
+    ),
+    _setting(
+        "store",
+        "--purge-interval",
+        type=DURATION,
+        help="How often to purge what is older than --retention, in short transactions.",
+    ),
     # delivery
     _setting(
         "delivery", "--concurrency", type=AT_LEAST_ONE, help="Deliveries to handlers at once."

@@ -504,13 +504,20 @@ class Inbox(abc.ABC):
 
     @abc.abstractmethod
     async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+        self,
+        before: float,
+        *,
+        batch: int = 10_000,
+        progress: Callable[[int], None] | None = None,
+        dead: bool = True,
     ) -> int:
-        """Delete finished entries received before ``before`` (not the quarantine).
+        """Delete finished entries received before ``before`` (not the quarantine), ``batch``
+        at a time, each batch in its own transaction.
 
-        Entries not yet done, and entries still in an outbox, are never purged. ``progress`` is
-        called with the running total. Deleted entries of the types the trackers use are
-        recorded (see `purged`) in the transaction that deletes them.
+        Entries not yet done, and entries still in an outbox, are never purged; dead ones only
+        with ``dead`` (retention leaves them to the operator). ``progress`` is called with the
+        running total. Deleted entries of the types the trackers use are recorded (see
+        `purged`) in the transaction that deletes them.
         """
 
     @abc.abstractmethod

@@ -119,7 +119,12 @@ class AdminInbox(Protocol):
     async def purgeable(self, before: float) -> Tally: ...
 
     async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+        self,
+        before: float,
+        *,
+        batch: int = 10_000,
+        progress: Callable[[int], None] | None = None,
+        dead: bool = True,
     ) -> int: ...
 
     async def count_quarantined(self, before: float | None = None) -> int: ...

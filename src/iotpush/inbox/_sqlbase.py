@@ -48,6 +48,14 @@ _PURGEABLE = (
     "received_at < ? AND state IN ('done', 'dead')"
     " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = inbox.id)"
 )
+_DELIVERED = _PURGEABLE.replace("state IN ('done', 'dead')", "state = 'done'")  # not dead
+
+# The purge records are kept as one row (retention purges every few minutes): each purge takes
+# the rows there are and puts back their sum. Its DELETE sees only committed rows, so two
+# processes purging at once may leave two rows, each counting its own: never one twice.
+_TAKE_PURGES = (
+    "DELETE FROM purges RETURNING purged_at, entries, first_received, last_received, last_id"
+)
 
 
 # `find` lists entries in id order; with ``since``, it starts at the lowest id among the first
@@ -113,6 +121,14 @@ def where(
         clauses.append(f"received_at < {mark}")
         params.append(sel.until)
     return " AND ".join(clauses) or "TRUE", params
+
+
+def _sum_purges(rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
+    """Purge records (``purged_at, entries, first_received, last_received, last_id``) as one."""
+    return (
+        min(r[0] for r in rows), sum(r[1] for r in rows), min(r[2] for r in rows),
+        max(r[3] for r in rows), max(r[4] for r in rows),
+    )  # fmt: skip
 
 
 class _Writer(Protocol):
@@ -411,11 +427,16 @@ class SQLInbox(Inbox):
                 return total
 
     async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+        self,
+        before: float,
+        *,
+        batch: int = 10_000,
+        progress: Callable[[int], None] | None = None,
+        dead: bool = True,
     ) -> int:
         sql = self._q(
             "DELETE FROM inbox WHERE id IN"  # noqa: S608 - a constant
-            f" (SELECT id FROM inbox WHERE {_PURGEABLE} LIMIT ?)"
+            f" (SELECT id FROM inbox WHERE {_PURGEABLE if dead else _DELIVERED} LIMIT ?)"
             " RETURNING type, received_at, id"
         )
         record = self._q(
@@ -428,8 +449,15 @@ class SQLInbox(Inbox):
             tracked = [(at, id) for type_, at, id in rows if self.projections.wants(type_)]
             if tracked:  # in the same transaction: no purge goes unrecorded
                 times = [at for at, _ in tracked]
-                last_id = max(id for _, id in tracked)
-                conn.execute(record, (self.clock(), len(tracked), min(times), max(times), last_id))
+                new = (
+                    self.clock(),
+                    len(tracked),
+                    min(times),
+                    max(times),
+                    max(i for _, i in tracked),
+                )
+                kept = conn.execute(_TAKE_PURGES).fetchall()
+                conn.execute(record, _sum_purges([new, *kept]))
             return len(rows)
 
         return await self._in_batches(delete, batch, progress)

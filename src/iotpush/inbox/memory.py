@@ -281,12 +281,13 @@ class MemoryInbox(Inbox):
             self._work.set()
         return count
 
-    def _purgeable(self, before: float) -> list[Entry]:
+    def _purgeable(self, before: float, dead: bool = True) -> list[Entry]:
+        states = ("done", "dead") if dead else ("done",)
         return [
             e
             for e in self._entries.values()
             if e.received_at < before
-            and e.state in ("done", "dead")
+            and e.state in states
             and not any(e.id in outbox for outbox in self._outboxes.values())
         ]
 
@@ -297,9 +298,14 @@ class MemoryInbox(Inbox):
         return Tally(counts)
 
     async def purge(
-        self, before: float, *, batch: int = 10_000, progress: Callable[[int], None] | None = None
+        self,
+        before: float,
+        *,
+        batch: int = 10_000,
+        progress: Callable[[int], None] | None = None,
+        dead: bool = True,
     ) -> int:
-        old = self._purgeable(before)
+        old = self._purgeable(before, dead)
         for e in old:
             self._entries.pop(e.id)
         tracked = [e for e in old if self.projections.wants(e.type)]
@@ -307,12 +313,17 @@ class MemoryInbox(Inbox):
             times = [e.received_at for e in tracked]
             last_id = max(e.id for e in tracked)
             self._purges.append(Purged(len(tracked), min(times), max(times), self.clock(), last_id))
+            self._purges[:] = [merged] if (merged := self._merged()) is not None else []
         self._slots = {s: i for s, i in self._slots.items() if i in self._entries}
         if progress is not None and old:
             progress(len(old))
         return len(old)
 
     async def purged(self) -> Purged | None:
+        return self._merged()
+
+    def _merged(self) -> Purged | None:
+        """The purge records as one (retention purges often: the list must not grow)."""
         if not self._purges:
             return None
         return Purged(

@@ -31,7 +31,7 @@ from typing import Final
 from ..models import Notification
 from ..projections import Projection, Projections
 from . import commands, devices, devices_v5, messages, shadow, tasks, upgrades
-from ._common import Cursor, Database
+from ._common import Cursor, Database, History
 from .commands import (
     CommandEvent,
     CommandRecord,
@@ -57,6 +57,7 @@ from .shadow import (
 from .upgrades import UpgradeEvent, UpgradeRecord, find_upgrades, get_upgrade
 
 __all__ = [
+    "HISTORIES",
     "PROJECTIONS",
     "RESET",
     "SCHEMA",
@@ -67,6 +68,7 @@ __all__ = [
     "DataPoint",
     "Database",
     "DeviceRecord",
+    "History",
     "ShadowEvent",
     "ShadowRecord",
     "UpgradeEvent",
@@ -121,6 +123,17 @@ RESET: Final[tuple[str, ...]] = tuple(sql for tracker in _TRACKERS for sql in tr
 Expectations (`expect`, `expect_shadow`) are the application's input, not derived from
 notifications: they stay, unconfirmed, and their command and shadow rows are seeded again.
 """
+
+HISTORIES: Final[tuple[History, ...]] = (
+    commands.HISTORY,
+    shadow.HISTORY,
+    devices.HISTORY,
+    upgrades.HISTORY,
+    messages.HISTORY,
+    tasks.HISTORY,
+)
+"""The trackers' histories, as retention purges them (each keeps what its current state needs);
+`devices_v5` writes to the history of `devices`."""
 
 TRACKED_TYPES: Final[frozenset[str]] = _ALL.handles
 """The ``notifyType`` values some tracker uses; entries of other types can be skipped."""

@@ -14,8 +14,9 @@ from ..models import Notification
 from ..projections import Cursor, Database
 
 __all__ = [
-    "Cursor", "Database", "Tracker", "dumps", "fold_ranked", "key_cursor", "key_pattern",
-    "limit_sql", "loads", "page_sql", "parse_key", "upsert_sql",
+    "Cursor", "Database", "History", "Tracker", "dumps", "fold_ranked", "key_cursor",
+    "key_pattern", "limit_sql", "loads", "movers_and_latest", "page_sql", "parse_key",
+    "upsert_sql",
 ]  # fmt: skip
 
 MAX_LIMIT = 1000
@@ -46,6 +47,64 @@ class Tracker:
         """Run the tracker's ``RESET`` statements."""
         for sql in self.statements:
             db.execute(sql, ())
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A tracker's history table as retention purges it: its rows received before a time go,
+    in entry-id order, except those ``keep`` holds for (the events that set a current state).
+
+    ``keep`` is an SQL condition on a row of ``table``, which it names by the table's name.
+    """
+
+    table: str
+    keep: str
+
+    def prune(self, db: Database, after: int, before: float, limit: int) -> tuple[int, int, bool]:
+        """Delete the rows after entry ``after`` received before ``before`` that are not kept,
+        looking at about ``limit`` rows; in the caller's transaction.
+
+        Stops at the first row received since ``before`` (entry ids follow receipt closely but
+        not exactly: the next call starts there). Returns how many rows went, the last entry id
+        looked at (the next call's ``after``), and whether none older are left to look at.
+        """
+        rows = db.execute(
+            f"SELECT entry_id, received_at FROM {self.table}"  # noqa: S608 - a constant name
+            " WHERE entry_id > ? ORDER BY entry_id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        end, done = after, len(rows) < limit
+        for entry_id, received_at in rows:
+            if received_at >= before:
+                done = True
+                break
+            end = entry_id
+        if end == after:
+            return 0, after, done
+        deleted = db.execute(
+            f"DELETE FROM {self.table} WHERE entry_id > ? AND entry_id <= ?"  # noqa: S608
+            f" AND received_at < ? AND NOT ({self.keep})",
+            (after, end, before),
+        ).rowcount
+        return int(deleted), end, done
+
+
+def movers_and_latest(table: str, key: str, ranks: Mapping[str, int]) -> str:
+    """`History.keep` of a history folded by `fold_ranked` when read: each push that moved its
+    record's status (none before it had that rank or more), and each record's latest push."""
+
+    def rank(alias: str) -> str:
+        cases = " ".join(f"WHEN '{status}' THEN {n}" for status, n in ranks.items())
+        return f"(CASE upper({alias}.status) {cases} END)"
+
+    mine = rank(table)
+    return (
+        f"({mine} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {table} AS o"  # noqa: S608
+        f" WHERE o.{key} = {table}.{key} AND o.entry_id < {table}.entry_id"
+        f" AND {rank('o')} >= {mine}))"
+        f" OR NOT EXISTS (SELECT 1 FROM {table} AS n"
+        f" WHERE n.{key} = {table}.{key} AND n.entry_id > {table}.entry_id)"
+    )
 
 
 _encode = msgspec.json.encode

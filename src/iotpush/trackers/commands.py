@@ -28,13 +28,12 @@ import msgspec
 
 from ..formats.v5.models import DeviceCommandStatusUpdate
 from ..models import CommandRsp, MessageConfirm, NBCommandStatusChanged, Notification
-from ._common import Database, Tracker, dumps, loads, select_pages, upsert_sql
+from ._common import Database, History, Tracker, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
-    "HANDLES",
-    "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS", "TERMINAL", "CommandEvent",
-    "CommandRecord", "apply", "count_commands", "expect", "find_commands", "get_command",
-    "next_state", "normalise", "overdue", "recent_commands",
+    "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS", "TERMINAL",
+    "CommandEvent", "CommandRecord", "apply", "count_commands", "expect", "find_commands",
+    "get_command", "next_state", "normalise", "overdue", "recent_commands",
 ]  # fmt: skip
 
 HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp, DeviceCommandStatusUpdate)
@@ -78,6 +77,7 @@ CREATE TABLE IF NOT EXISTS command_events (
     detail TEXT,
     PRIMARY KEY (command_id, entry_id)
 );
+CREATE INDEX IF NOT EXISTS command_events_entry ON command_events (entry_id);
 CREATE TABLE IF NOT EXISTS command_expectations (
     command_id TEXT PRIMARY KEY,
     device_id TEXT NOT NULL,
@@ -372,6 +372,13 @@ def overdue(db: Database, now: float) -> list[CommandRecord]:
     clauses = ["terminal = 0 AND deadline < ?"]
     return _select(db, clauses, [now], ["deadline", "command_id"], None)
 
+
+HISTORY: Final = History(
+    "command_events",
+    "EXISTS (SELECT 1 FROM commands AS c WHERE c.command_id = command_events.command_id"
+    " AND c.state_entry_id = command_events.entry_id)",
+)
+"""What retention keeps of the history: the push that set each command's state."""
 
 PROJECTION: Final = Tracker("commands", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

@@ -33,12 +33,19 @@ from ..models import (
     Notification,
     parse_time,
 )
-from ._common import Database, Tracker, dumps, limit_sql, loads, upsert_sql
+from ._common import (
+    Database,
+    History,
+    Tracker,
+    dumps,
+    limit_sql,
+    loads,
+    upsert_sql,
+)
 
 __all__ = [
-    "HANDLES",
-    "PROJECTION", "RESET", "SCHEMA", "DataPoint", "DeviceRecord", "apply", "find_devices",
-    "get_device",
+    "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "DataPoint", "DeviceRecord", "apply",
+    "find_devices", "get_device",
 ]  # fmt: skip
 
 HANDLES: Final = (
@@ -344,6 +351,18 @@ def find_devices(
         params.append(after)
     return _select(db, clauses, params, limit)
 
+
+HISTORY: Final = History(
+    "device_events",
+    "EXISTS (SELECT 1 FROM devices AS d WHERE d.device_id = device_events.device_id"
+    " AND (device_events.entry_id IN (d.gateway_entry_id, d.node_type_entry_id,"
+    " d.bind_entry_id, d.added_entry_id, d.deleted_entry_id)"
+    # `info_entries` is compact JSON, member -> entry id: {"name":12,"nodeId":9}
+    " OR d.info_entries LIKE '%:' || CAST(device_events.entry_id AS TEXT) || ',%'"
+    " OR d.info_entries LIKE '%:' || CAST(device_events.entry_id AS TEXT) || '}'))",
+)
+"""What retention keeps of the registry's history: the pushes whose values the device record
+holds (its information members, gateway, node type, bind result, addition and deletion)."""
 
 PROJECTION: Final = Tracker("devices", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

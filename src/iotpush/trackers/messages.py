@@ -15,11 +15,11 @@ import msgspec
 
 from ..formats.v5.models import DeviceMessageStatusUpdate, enc_hook
 from ..models import Notification
-from ._common import Database, Tracker, dumps, fold_ranked, loads
+from ._common import Database, History, Tracker, dumps, fold_ranked, loads, movers_and_latest
 
 __all__ = [
-    "HANDLES", "PROJECTION", "RANKS", "RESET", "SCHEMA", "MessageEvent", "MessageRecord", "apply",
-    "get_message",
+    "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "MessageEvent",
+    "MessageRecord", "apply", "get_message",
 ]  # fmt: skip
 
 HANDLES: Final = (DeviceMessageStatusUpdate,)
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS message_events (
     error TEXT,
     PRIMARY KEY (message_id, entry_id)
 );
+CREATE INDEX IF NOT EXISTS message_events_entry ON message_events (entry_id);
 """
 
 RESET: Final = ("DELETE FROM message_events",)
@@ -131,6 +132,10 @@ def get_message(db: Database, message_id: str) -> MessageRecord | None:
         history=history,
     )  # fmt: skip
 
+
+HISTORY: Final = History("message_events", movers_and_latest("message_events", "message_id", RANKS))
+"""What retention keeps of the history: the pushes that moved each message's status, and its
+latest push."""
 
 PROJECTION: Final = Tracker("messages", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

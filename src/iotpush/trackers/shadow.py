@@ -21,12 +21,22 @@ from typing import Any, Final
 import msgspec
 
 from ..models import DeviceDesiredPropertiesModifyStatusChanged, Notification
-from ._common import Database, Tracker, dumps, key_cursor, key_pattern, limit_sql, loads, parse_key
+from ._common import (
+    Database,
+    History,
+    Tracker,
+    dumps,
+    key_cursor,
+    key_pattern,
+    limit_sql,
+    loads,
+    parse_key,
+)
 
 __all__ = [
-    "CURSOR_PATTERN", "HANDLES", "PROJECTION", "RESET", "SCHEMA", "ShadowEvent", "ShadowRecord",
-    "apply", "count_unsynced", "expect_shadow", "get_shadow", "parse_cursor", "shadow_history",
-    "unsynced",
+    "CURSOR_PATTERN", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "ShadowEvent",
+    "ShadowRecord", "apply", "count_unsynced", "expect_shadow", "get_shadow", "parse_cursor",
+    "shadow_history", "unsynced",
 ]  # fmt: skip
 
 HANDLES: Final = (DeviceDesiredPropertiesModifyStatusChanged,)
@@ -347,6 +357,18 @@ def shadow_history(
         for r in db.execute(sql, params).fetchall()
     ]  # fmt: skip
 
+
+HISTORY: Final = History(
+    "shadow_events",
+    "EXISTS (SELECT 1 FROM shadows AS s WHERE s.device_id = shadow_events.device_id"
+    " AND s.service_id = shadow_events.service_id AND shadow_events.entry_id"
+    " IN (s.status_entry_id, s.delivered_entry_id, s.failed_entry_id))"
+    " OR EXISTS (SELECT 1 FROM shadow_expectations AS x"
+    " WHERE x.device_id = shadow_events.device_id AND x.service_id = shadow_events.service_id"
+    " AND x.confirmed_entry_id = shadow_events.entry_id)",
+)
+"""What retention keeps of the history: the pushes that set each service's last status, last
+DELIVERED and last FAILED values, and the one that confirmed its expectation."""
 
 PROJECTION: Final = Tracker("shadow", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

@@ -15,11 +15,11 @@ import msgspec
 
 from ..formats.v5.models import BatchTaskUpdate
 from ..models import Notification
-from ._common import Database, Tracker, fold_ranked
+from ._common import Database, History, Tracker, fold_ranked, movers_and_latest
 
 __all__ = [
-    "HANDLES", "PROJECTION", "RANKS", "RESET", "SCHEMA", "TaskEvent", "TaskRecord", "apply",
-    "get_task",
+    "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "TaskEvent", "TaskRecord",
+    "apply", "get_task",
 ]  # fmt: skip
 
 HANDLES: Final = (BatchTaskUpdate,)
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS task_events (
     status_desc TEXT,
     PRIMARY KEY (task_id, entry_id)
 );
+CREATE INDEX IF NOT EXISTS task_events_entry ON task_events (entry_id);
 """
 
 RESET: Final = ("DELETE FROM task_events",)
@@ -111,6 +112,10 @@ def get_task(db: Database, task_id: str) -> TaskRecord | None:
         created_at=min(r[1] for r in rows), updated_at=max(r[1] for r in rows), history=history,
     )  # fmt: skip
 
+
+HISTORY: Final = History("task_events", movers_and_latest("task_events", "task_id", RANKS))
+"""What retention keeps of the history: the pushes that moved each task's status, and its latest
+push."""
 
 PROJECTION: Final = Tracker("tasks", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

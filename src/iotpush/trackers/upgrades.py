@@ -32,6 +32,7 @@ from ..models import (
 )
 from ._common import (
     Database,
+    History,
     Tracker,
     dumps,
     key_cursor,
@@ -43,8 +44,8 @@ from ._common import (
 )
 
 __all__ = [
-    "CURSOR_PATTERN", "HANDLES", "PROJECTION", "RESET", "SCHEMA", "UpgradeEvent", "UpgradeRecord",
-    "apply", "find_upgrades", "get_upgrade", "parse_cursor",
+    "CURSOR_PATTERN", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "UpgradeEvent",
+    "UpgradeRecord", "apply", "find_upgrades", "get_upgrade", "parse_cursor",
 ]  # fmt: skip
 
 HANDLES: Final = (
@@ -331,6 +332,20 @@ def find_upgrades(
     order = ["updated_at DESC", "operation_id", "sub_operation_id", "device_id"]
     return _select(db, clauses, params, order, limit)
 
+
+HISTORY: Final = History(
+    "upgrade_events",
+    "EXISTS (SELECT 1 FROM upgrades AS u WHERE u.operation_id = upgrade_events.operation_id"
+    " AND u.sub_operation_id = upgrade_events.sub_operation_id"
+    " AND u.device_id = upgrade_events.device_id"
+    " AND upgrade_events.entry_id IN (u.state_entry_id, u.result_entry_id))"
+    " OR NOT EXISTS (SELECT 1 FROM upgrade_events AS n"
+    " WHERE n.operation_id = upgrade_events.operation_id"
+    " AND n.sub_operation_id = upgrade_events.sub_operation_id"
+    " AND n.device_id = upgrade_events.device_id AND n.entry_id > upgrade_events.entry_id)",
+)
+"""What retention keeps of the history: the pushes that set each upgrade's state and result,
+and its latest push."""
 
 PROJECTION: Final = Tracker("upgrades", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

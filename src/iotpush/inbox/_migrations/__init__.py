@@ -40,6 +40,7 @@ from . import (
     m0004_v5_messages_tasks,
     m0005_purges,
     m0006_query_pages,
+    m0007_history_entry_indexes,
 )
 
 __all__ = [
@@ -93,6 +94,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
             m0004_v5_messages_tasks,
             m0005_purges,
             m0006_query_pages,
+            m0007_history_entry_indexes,
         ),
         start=1,
     )
