@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak bench-pg bench-nats bench-console bench-api bench-metrics clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-retention bench-pg bench-nats bench-console bench-api bench-metrics clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-metrics: $(STAMP)  ## iotpush with /metrics scraped every second vs --no-m
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300
+
+bench-retention: $(STAMP)  ## 3 min soaks at 500/s with --retention 30s and with it off: store size, RSS, p99
+	$(PY) benchmarks/run.py --soak 180 --rate 500 --retention 30s --purge-interval 5s --out benchmarks/results/retention-on.json
+	$(PY) benchmarks/run.py --soak 180 --rate 500 --retention 0 --out benchmarks/results/retention-off.json
 
 bench-api: $(STAMP)  ## the query API on 1M entries, 100k devices: p50/p99 per endpoint, SQLite and PostgreSQL
 	$(PY) benchmarks/api_scale.py --store sqlite

@@ -110,6 +110,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="soak rate per second [half the max rate measured first]",
     )
     p.add_argument(
+        "--retention",
+        metavar="DURATION",
+        default=None,
+        help="iotpush's --retention (0: off) [its default, 7d]; --soak shows the store's size",
+    )
+    p.add_argument(
+        "--purge-interval",
+        metavar="DURATION",
+        default=None,
+        help="iotpush's --purge-interval [its default, 5m]",
+    )
+    p.add_argument(
         "--sync-handler",
         action="store_true",
         help="iotpush's handler as a plain function (run in its thread pool), not async",
@@ -339,6 +351,16 @@ def compare(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     return {"runs": runs, "summary": summary, "targets": goals}
 
 
+def iotpush_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment the iotpush servers get from the options (their settings' variables)."""
+    env = {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {}
+    if args.retention is not None:
+        env["IOTPUSH_SERVE_RETENTION"] = args.retention
+    if args.purge_interval is not None:
+        env["IOTPUSH_SERVE_PURGE_INTERVAL"] = args.purge_interval
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = parse_args(argv)
@@ -365,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         args.duration,
         args.connections,
         args.drain_timeout,
-        {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {},
+        iotpush_env(args),
         args.postgres,
         args.nats,
         mix_v5_file,
@@ -390,7 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         if soak:
             from benchmarks.soak import run_soak
 
-            print(f"soak: iotpush for {args.soak:g} s, {args.connections} connections, {pinned}")
+            kept = "" if args.retention is None else f", --retention {args.retention}"
+            if args.purge_interval is not None:
+                kept += f" --purge-interval {args.purge_interval}"
+            print(
+                f"soak: iotpush for {args.soak:g} s, {args.connections} connections, {pinned}{kept}"
+            )
             results = run_soak(bench, args.soak, args.rate)
         else:
             print(

@@ -4,7 +4,9 @@ The rate is given (``--rate``) or half the maximum a short wrk probe measures fi
 fixed-rate ``pacer`` drives the load; the server's resident memory (``VmRSS``) and the handled
 count are sampled every second. Growth is measured from the sample at the end of a warm-up
 (10% of the soak, 30 s at most: buffers, caches and thread pools fill first) to the last sample
-under load, and also as a least-squares slope over all samples after the warm-up.
+under load, and also as a least-squares slope over all samples after the warm-up. The SQLite
+store's size (file and write-ahead log) is sampled too: with ``--retention 30s --purge-interval
+5s`` (``make bench-retention``) it should stay flat once the retention is full.
 """
 
 from __future__ import annotations
@@ -88,12 +90,14 @@ def run_soak(bench: Bench, seconds: float, rate: float | None) -> dict[str, Any]
                 time.sleep(SAMPLE_EVERY)
                 t = time.time() - began
                 stats = server.stats() or {"count": 0}
-                samples.append({"t": t, "rss": server.memory()["rss"], "handled": stats["count"]})
+                samples.append({"t": t, "rss": server.memory()["rss"], "handled": stats["count"],
+                                "store": _store_bytes(server)})  # fmt: skip
                 if t >= next_print:
                     next_print += every
                     s = samples[-1]
                     print(
-                        f"  {t:5.0f} s  RSS {s['rss'] / 2**20:6.1f} MB  handled "
+                        f"  {t:5.0f} s  RSS {s['rss'] / 2**20:6.1f} MB  store "
+                        f"{s['store'] / 2**20:7.1f} MB  handled "
                         f"{s['handled']:>10,.0f} ({s['handled'] / t:,.0f}/s)",
                         flush=True,
                     )
@@ -114,6 +118,12 @@ def run_soak(bench: Bench, seconds: float, rate: float | None) -> dict[str, Any]
     finally:
         server.stop()
     return _summarize(seconds, rate, warmup, idle_rss, samples, load, drained, memory, load_end)
+
+
+def _store_bytes(server: Server) -> int:
+    """The SQLite store's size: its file and write-ahead log (0 on PostgreSQL)."""
+    files = (server.workdir / "bench.db", server.workdir / "bench.db-wal")
+    return sum(f.stat().st_size for f in files if f.exists())
 
 
 def _drain(server: Server, accepted: int, timeout: float) -> dict[str, Any]:
@@ -188,5 +198,16 @@ def _summarize(
             f"peak {memory['hwm'] / mb:.1f} MB; "
             f"growth {growth:.1%}, slope {slope or 0:+.2f} MB/min"
         )
+    if under_load:
+        thirds = [under_load[0], under_load[len(under_load) // 2], under_load[-1]]
+        print(
+            "  start / middle / end: "
+            + ", ".join(
+                f"{s['t']:.0f} s: RSS {s['rss'] / mb:.1f} MB, store {s['store'] / mb:.1f} MB"
+                for s in thirds
+            )
+        )
+        result["store_start_middle_end"] = [s["store"] for s in thirds]
+        result["rss_start_middle_end"] = [s["rss"] for s in thirds]
     print("\ntargets:\n" + report.target_lines([goal]))
     return {"soak": result, "targets": [goal]}

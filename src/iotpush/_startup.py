@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from ._when import format_duration
 from .models import NOTIFICATION_TYPES
 from .overview import Overview
 
@@ -97,6 +98,13 @@ def summary(config: Config, receiver: Receiver, view: Overview | None) -> list[s
         f" {config.max_members}, string {config.max_string}, in flight {config.max_in_flight},"
         f" body timeout {config.body_timeout} s",
         "sinks: " + (", ".join(map(redact_url, config.sinks)) if config.sinks else "none"),
+        "retention: "
+        + (
+            f"{format_duration(config.retention)}, purged every"
+            f" {format_duration(config.purge_interval)}"
+            if config.retention is not None
+            else "off (everything is kept)"
+        ),
         f"monitoring: /metrics, /health/live, /health/ready; alerts after"
         f" {config.alert_failures_in_a_row} failed answers in a row"
         + (

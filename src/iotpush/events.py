@@ -195,6 +195,8 @@ class PurgeRound(msgspec.Struct, frozen=True):
     """How long the round took."""
     before: float
     """The time bound (Unix seconds): now minus the retention."""
+    pages_freed: int = 0
+    """Pages the store gave back to the filesystem (a SQLite file with incremental vacuum)."""
 
 
 Event: TypeAlias = (

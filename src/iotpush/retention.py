@@ -6,7 +6,8 @@ has not published kept; the purge is recorded, so ``trackers rebuild`` knows wha
 longer derive) and the trackers' histories older than that, except the events each current
 state came from (`iotpush.trackers.HISTORIES` says which). Everything goes in transactions of
 `batch` rows that share the store's writer with the receive path, which gets its turn between
-them. The quarantine keeps its own bound (``--quarantine-max-rows``). A round emits
+them; then a SQLite file made with incremental vacuum gives the freed pages back, as many per
+transaction. The quarantine keeps its own bound (``--quarantine-max-rows``). A round emits
 `iotpush.events.PurgeRound` and logs what it deleted.
 """
 
@@ -76,10 +77,16 @@ class Retention:
         purged = {"entries": await self.inbox.purge(before, batch=self.batch, dead=False)}
         for history in self.histories:
             purged[history.table] = await self._prune(history, before)
-        round = PurgeRound(purged, time.perf_counter() - started, before)
+        freed = 0
+        while step := await self.inbox.give_back(self.batch):  # a SQLite file shrinks
+            freed += step
+        round = PurgeRound(purged, time.perf_counter() - started, before, freed)
         if any(purged.values()):
             what = ", ".join(f"{count} {name}" for name, count in purged.items() if count)
-            log.info("retention purged %s received before %s", what, format_ts(before))
+            log.info(
+                "retention purged %s received before %s%s", what, format_ts(before),
+                f"; the store gave back {freed} pages" if freed else "",
+            )  # fmt: skip
         self.events.emit(round)
         return round
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._shared import library_errors, store_option
+from ._shared import confirm, dry_run_option, library_errors, store_option, yes_option
 
 
 @click.group()
@@ -41,3 +41,43 @@ def db_status(store: str) -> None:
         click.echo(f"pending {step.version}: {step.description}")
     if status.pending:
         sys.exit(1)
+
+
+@db.command("vacuum")
+@store_option
+@yes_option
+@dry_run_option
+def db_vacuum(store: str, yes: bool, dry_run: bool) -> None:
+    """Rewrite a SQLite store so that purged space goes back to the filesystem (server stopped).
+
+    Stores made before iotpush chose incremental vacuum reuse what is purged but never shrink;
+    this rewrites the file once (a full VACUUM: it needs as much free disk as the file, and
+    minutes on a big one) and from then on each retention round gives the freed pages back.
+    """
+    from ..exceptions import ConfigError
+    from ..inbox import StoreURL, _sqlite_open
+
+    with library_errors():
+        url = StoreURL.parse(store)
+        if url.path is None:
+            raise ConfigError(f"db vacuum is for SQLite stores, not {url.scheme}")
+        path = url.path
+        _sqlite_open.prepare(path, "write")
+        _, conn = _sqlite_open.read_only(path)
+        try:
+            done = _sqlite_open.gives_back(conn)
+        finally:
+            conn.close()
+    if done:
+        click.echo(f"{path} gives space back already (incremental vacuum): nothing to do")
+        return
+    megabytes = _sqlite_open.size(path) / 1e6
+    lines = [
+        f"it takes as much free disk again ({megabytes:.1f} MB) while it runs",
+        "no server may use the store meanwhile (the command refuses if one does)",
+    ]
+    if confirm("rewrite", f"{path} ({megabytes:.1f} MB) with incremental vacuum", 1, lines,
+               yes=yes, dry_run=dry_run):  # fmt: skip
+        with library_errors():
+            before, after = _sqlite_open.vacuum(path)
+        click.echo(f"rewrote {path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")

@@ -468,6 +468,12 @@ class Inbox(abc.ABC):
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` on a read connection; it sees every committed transaction."""
 
+    async def give_back(self, pages: int = 256) -> int:
+        """Give up to ``pages`` free pages of the store back to the filesystem, in one short
+        transaction; how many (0: none left, or the store does not: a SQLite file made without
+        incremental vacuum reuses them, PostgreSQL's autovacuum does its own)."""
+        return 0
+
     # operator -----------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -28,7 +28,10 @@ from ..exceptions import ConfigError, InboxUnavailable, IotpushError
 from . import _migrations
 from ._store import Mode
 
-__all__ = ["describe", "prepare", "read_only", "read_uri", "take_lock", "transient"]
+__all__ = [
+    "describe", "gives_back", "prepare", "read_only", "read_uri", "size", "start", "take_lock",
+    "transient", "vacuum",
+]  # fmt: skip
 
 _TRANSIENT = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}
 
@@ -61,6 +64,55 @@ def prepare(path: Path, mode: Mode) -> None:
         raise ConfigError(
             f"cannot create the store {_abs(path)}: {exc.strerror or exc}{where}"
         ) from None
+
+
+def start(conn: sqlite3.Connection) -> None:
+    """Set up a writer connection: WAL, and for a new file incremental vacuum.
+
+    ``auto_vacuum`` can only be chosen before the file's first table (or by a full ``VACUUM``,
+    see `vacuum`): on an existing file the pragma changes nothing.
+    """
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+
+
+def gives_back(conn: sqlite3.Connection) -> bool:
+    """Whether the file gives freed pages back to the filesystem (``auto_vacuum`` incremental)."""
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    return int(mode) == 2
+
+
+def vacuum(path: Path) -> tuple[int, int]:
+    """Rewrite the store at ``path`` with incremental vacuum (`gives_back` from then on); return
+    its size in bytes (with its write-ahead log) before and after.
+
+    Needs the store to itself (no server: its lock file says so) and free space for a copy.
+
+    Raises:
+        ConfigError: No store there, or a server uses it.
+        IotpushError: SQLite failed (the message names the store and the cause).
+    """
+    prepare(path, "write")
+    lock = take_lock(path)
+    try:
+        before = size(path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise describe(path, exc) from None
+    finally:
+        os.close(lock)
+    return before, size(path)
+
+
+def size(path: Path) -> int:
+    """Bytes the store takes: its file and its write-ahead log."""
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
 def take_lock(path: Path) -> int:

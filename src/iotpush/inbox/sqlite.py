@@ -114,6 +114,7 @@ class SQLiteInbox(SQLInbox):
         self._readers_lock = threading.Lock()
         self._reads_done = threading.Condition(self._readers_lock)
         self._reading = 0  # reads running in threads now: `close` waits for them
+        self._gives_back = False  # the file's auto_vacuum is incremental
 
     @property
     def _name(self) -> str:
@@ -187,9 +188,17 @@ class SQLiteInbox(SQLInbox):
     def _start(self) -> GroupCommit:
         conn = self._connect()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _sqlite_open.start(conn)
             for step in _migrations.migrate_sqlite(conn, os.path.abspath(self.path)):
                 log.info("the inbox %s: applied migration %d", self.path, step.version)
+            self._gives_back = _sqlite_open.gives_back(conn)
+            if self.exclusive and not self._gives_back:
+                log.warning(
+                    "the inbox %s was made without incremental vacuum: what is purged is reused"
+                    " but the file does not shrink; `iotpush db vacuum` (server stopped) converts"
+                    " it",
+                    self.path,
+                )
             if self.exclusive:  # no other server can hold claims: the last one died or stopped
                 left = conn.execute(
                     "UPDATE inbox SET state = 'pending', owner = NULL, lease_until = NULL"
@@ -357,6 +366,19 @@ class SQLiteInbox(SQLInbox):
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._read(fn)
+
+    async def give_back(self, pages: int = 256) -> int:
+        if not self._gives_back:
+            return 0
+
+        def step(conn: sqlite3.Connection) -> int:
+            (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+            count = min(int(free), pages)
+            for _ in range(count):  # `execute` steps a pragma once: one page each
+                conn.execute("PRAGMA incremental_vacuum(1)")
+            return count
+
+        return await self._write(step)
 
     def attach(
         self,

@@ -240,14 +240,14 @@ def upgrade(url: str, *, to: int = LATEST) -> list[Migration]:
 
 
 def _upgrade_sqlite(url: str, to: int) -> list[Migration]:
-    from .._sqlite_open import describe, prepare
+    from .._sqlite_open import describe, prepare, start
 
     path = _sqlite_path(url)
     prepare(path, "create")
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            start(conn)
             return migrate_sqlite(conn, str(path), to=to)
         finally:
             conn.close()
