@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
-from iotpush import testing
+from iotpush import Config, testing
+from iotpush._startup import summary
+from iotpush.receiver import default_receiver
 from tests.conftest import wait_until
 
 Serve = Callable[..., contextlib.AbstractContextManager[tuple[str, Any]]]
@@ -33,3 +35,10 @@ def test_server_purges_delivered_entries_older_than_its_retention_by_itself(
     assert listed["items"] == []
     assert command["state"] is not None  # its state stays, with the push that set it
     assert [event["entry_id"] for event in command["history"]] == [command["state_entry_id"]]
+
+
+def test_startup_summary_names_the_retention() -> None:
+    on = summary(Config(retention=30, purge_interval=5), default_receiver(), None)
+    off = summary(Config(retention=None), default_receiver(), None)
+    assert "retention: 30s, purged every 5s" in on
+    assert "retention: off (everything is kept)" in off

@@ -54,7 +54,7 @@ class Retention:
         *,
         keep: float,
         interval: float = DEFAULT_PURGE_INTERVAL,
-        batch: int = 500,
+        batch: int = 100,
         clock: Callable[[], float] = time.time,
         events: Events | None = None,
     ) -> None:
