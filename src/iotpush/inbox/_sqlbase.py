@@ -434,18 +434,24 @@ class SQLInbox(Inbox):
         progress: Callable[[int], None] | None = None,
         dead: bool = True,
     ) -> int:
+        # Each batch starts at the receipt time the last one reached: the entries before it that
+        # stay (dead, not delivered, unpublished) are not read again at every batch.
         sql = self._q(
             "DELETE FROM inbox WHERE id IN"  # noqa: S608 - a constant
-            f" (SELECT id FROM inbox WHERE {_PURGEABLE if dead else _DELIVERED} LIMIT ?)"
+            " (SELECT id FROM inbox WHERE received_at >= ? AND"
+            f" {_PURGEABLE if dead else _DELIVERED} LIMIT ?)"
             " RETURNING type, received_at, id"
         )
+        floor = [float("-inf")]
         record = self._q(
             "INSERT INTO purges (purged_at, entries, first_received, last_received, last_id)"
             " VALUES (?, ?, ?, ?, ?)"
         )
 
         def delete(conn: Any) -> int:
-            rows = conn.execute(sql, (before, batch)).fetchall()
+            rows = conn.execute(sql, (floor[0], before, batch)).fetchall()
+            if rows:
+                floor[0] = max(at for _, at, _ in rows)
             tracked = [(at, id) for type_, at, id in rows if self.projections.wants(type_)]
             if tracked:  # in the same transaction: no purge goes unrecorded
                 times = [at for at, _ in tracked]
