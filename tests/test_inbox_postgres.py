@@ -15,16 +15,17 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
-from iotpush import Config, create_app
+from iotpush import Config, create_app, testing, trackers
 from iotpush.cli import main
 from iotpush.events import Refused
-from iotpush.exceptions import ConfigError, InboxUnavailable
-from iotpush.inbox import Entry, _migrations, open_inbox
+from iotpush.exceptions import ConfigError, InboxError, InboxUnavailable
+from iotpush.inbox import Entry, Incoming, Selection, _migrations, open_inbox
 from iotpush.inbox.postgres import PostgresInbox
 from tests._inbox import FakeClock, incoming
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, run, running, wait_until
@@ -389,3 +390,78 @@ def test_claims_are_not_taken_by_a_process_whose_clock_is_ahead(postgres_store: 
 
     taken = run(scenario())
     assert taken == [], "a process whose clock is ahead took live claims of another"
+
+
+# pipelined writes: an error comes back late, and is still its own write's -------------------
+
+
+def test_transact_failing_statement_leaves_nothing_and_others_commit(postgres_store: str) -> None:
+    # The statements of a write are sent without waiting for their answers: the failing one
+    # is still the function's own error, and only its savepoint is rolled back.
+    def half_then_fail(db: Any) -> None:
+        db.execute("INSERT INTO command_expectations VALUES ('c-bad', 'd', 1.0, 1.0)")
+        db.execute("INSERT INTO command_expectations VALUES ('c-bad', 'd', 1.0, 1.0)")
+
+    def fine(db: Any) -> str:
+        db.execute("INSERT INTO command_expectations VALUES ('c-ok', 'd', 1.0, 1.0)")
+        return "ok"
+
+    async def scenario() -> list[Any]:
+        async with PostgresInbox(postgres_store, clock=FakeClock()) as inbox:
+            results = await asyncio.gather(
+                inbox.transact(fine),
+                inbox.transact(half_then_fail),
+                inbox.append(incoming(FakeClock(), "k")),
+                inbox.transact(fine),
+                return_exceptions=True,
+            )
+            rows = await inbox.read(
+                lambda db: db.execute("SELECT command_id FROM command_expectations").fetchall()
+            )
+            return [results, rows, len(await inbox.find(Selection()))]
+
+    (ok, failed, accepted, again), rows, entries = run(scenario())
+    assert ok == "ok" and isinstance(failed, InboxError) and not isinstance(accepted, Exception)
+    assert isinstance(again, InboxError)  # its row is c-ok's again: its own error
+    assert "duplicate key" in str(failed) and rows == [("c-ok",)] and entries == 1
+
+
+class Flaky:
+    """A projection whose SQL fails on the device ``broken`` (after the trackers ran for it),
+    without reading an answer: the error comes back later, in the pipeline."""
+
+    name = "flaky"
+    handles = frozenset({"deviceDataChanged"})
+
+    def apply(self, db: Any, entry_id: int, received_at: float, notification: Any) -> None:
+        if notification.device_id == "broken":
+            db.execute("INSERT INTO devices (device_id) VALUES (?)", ("broken",))
+
+    def reset(self, db: Any) -> None:
+        pass
+
+
+def test_projection_failing_statement_keeps_the_entry_and_the_other_entries_state(
+    postgres_store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    projections = (*trackers.PROJECTIONS, Flaky())
+
+    def item(device: str) -> Incoming:
+        n = testing.build("deviceDataChanged", device_id=device, seed=len(device))
+        return Incoming.from_notification(n, body=n.raw, path=RECEIVE, headers={}, received_at=1.0)
+
+    async def scenario() -> list[Any]:
+        async with PostgresInbox(postgres_store, projections=projections) as inbox:
+            results = await asyncio.gather(
+                *(inbox.append(item(d)) for d in ("ok1", "broken", "ok2"))
+            )
+            assert all(not r.duplicate for r in results)
+            assert len(await inbox.find(Selection())) == 3
+            return await inbox.read(
+                lambda db: [trackers.get_device(db, d) for d in ("ok1", "broken", "ok2")]
+            )
+
+    ok1, broken, ok2 = run(scenario())
+    assert ok1 is not None and ok2 is not None
+    assert broken is None  # its tracker changes alone were rolled back
+    assert "failed; the entry is kept all the same" in caplog.text

@@ -144,8 +144,8 @@ class SQLInbox(Inbox):
     """The part of an `Inbox` on a SQL database that does not depend on the dialect.
 
     A backend sets ``_writer`` (its group commit) once open and implements `_read`, `_where`,
-    `_fill_outbox` and `_insert_rejection`; `_q`, `_tracker_db` and `_lost` have defaults for
-    ``sqlite3``.
+    `_fill_outbox` and `_insert_rejection`; `_q`, `_tracker_db`, `_lost`, `_sync` and `_recover`
+    have defaults for ``sqlite3``.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -201,6 +201,13 @@ class SQLInbox(Inbox):
         """Whether ``exc`` means the connection is gone (the whole batch fails)."""
         return False
 
+    def _sync(self, conn: Any) -> None:
+        """Wait until the statements run so far on the writer ``conn`` are done, raising their
+        first error (a backend that queues statements: PostgreSQL's pipeline)."""
+
+    def _recover(self, conn: Any) -> None:
+        """After an error on the writer ``conn``: make it run statements again (the rollback)."""
+
     # group commit ----------------------------------------------------------------------------
 
     async def _write(
@@ -229,17 +236,21 @@ class SQLInbox(Inbox):
         try:
             for id, received_at, notification in tracked:
                 apply(db, id, received_at, notification)
+            self._sync(conn)
         except Exception as exc:  # the slow path below finds and logs the culprit
             if self._lost(exc):
                 raise
+            self._recover(conn)
             conn.execute("ROLLBACK TO SAVEPOINT track")
             for id, received_at, notification in tracked:  # again, one by one
                 conn.execute("SAVEPOINT one")
                 try:
                     apply(db, id, received_at, notification)
+                    self._sync(conn)
                 except Exception as one:
                     if self._lost(one):
                         raise
+                    self._recover(conn)
                     conn.execute("ROLLBACK TO SAVEPOINT one")
                     log.exception("tracking entry %d failed; the entry is kept all the same", id)
                 conn.execute("RELEASE SAVEPOINT one")
@@ -254,7 +265,13 @@ class SQLInbox(Inbox):
 
         Returns the id of the new entry, or of the kept one it duplicates, and whether it did.
         """
-        found = conn.execute(insert, row).fetchone()
+        return self._inserted(conn, conn.execute(insert, row), insert, row, dedupe)
+
+    def _inserted(
+        self, conn: Any, cursor: Any, insert: str, row: tuple[Any, ...], dedupe: bytes
+    ) -> tuple[int, bool]:
+        """`_insert`, once ``cursor`` ran ``insert`` of ``row`` the first time."""
+        found = cursor.fetchone()
         if found is None:  # the slot's entry has another key, or is outside the window
             conn.execute(self._q("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?"), (dedupe,))
             found = conn.execute(insert, row).fetchone()
@@ -270,12 +287,16 @@ class SQLInbox(Inbox):
         """
         id, duplicate = self._insert(conn, insert, row, dedupe)
         if not duplicate:
-            if self.outbox:  # published only after it is kept
-                self._fill_outbox(conn, id)
-            notification = item.notification
-            if notification is not None and self.projections.wants(notification.notify_type):
-                self._tracked.append((id, item.received_at, notification))
+            self._kept(conn, id, item)
         return id, duplicate
+
+    def _kept(self, conn: Any, id: int, item: Incoming) -> None:
+        """Fill the outbox and queue the projection writes of ``item``, new entry ``id``."""
+        if self.outbox:  # published only after it is kept
+            self._fill_outbox(conn, id)
+        notification = item.notification
+        if notification is not None and self.projections.wants(notification.notify_type):
+            self._tracked.append((id, item.received_at, notification))
 
     async def quarantine(self, rejection: Rejection) -> int:
         r = rejection

@@ -30,7 +30,17 @@ import msgspec
 from ..exceptions import InboxError, InboxUnavailable
 from ..projections import Database
 from . import Accepted, Entry, Incoming, Selection
-from ._postgres_db import Db, GroupCommit, Target, claim_rows, driver, parse_url, read_error
+from ._postgres_db import (
+    Db,
+    GroupCommit,
+    Pipelined,
+    Sent,
+    Target,
+    claim_rows,
+    driver,
+    parse_url,
+    read_error,
+)
 from ._postgres_sql import (
     COLUMNS,
     DB_NOW,
@@ -119,7 +129,17 @@ class PostgresInbox(SQLInbox):
         return Db(conn)
 
     def _lost(self, exc: BaseException) -> bool:
-        return isinstance(exc, driver().OperationalError)
+        errors = driver().errors
+        # A statement queued after a failed one is not run: that failure is the one to handle.
+        return isinstance(exc, errors.OperationalError) and not isinstance(
+            exc, errors.PipelineAborted
+        )
+
+    def _sync(self, conn: Pipelined) -> None:
+        conn.sync()
+
+    def _recover(self, conn: Pipelined) -> None:
+        conn.recover()
 
     # connections ---------------------------------------------------------------------------
 
@@ -229,12 +249,7 @@ class PostgresInbox(SQLInbox):
             headers, item.received_at, cutoff,
         )  # fmt: skip
 
-        def insert(conn: Any) -> Accepted:
-            id, duplicate = self._keep(conn, INSERT, row, item, dedupe)
-            self._pending_added = self._pending_added or not duplicate
-            return Accepted(id, duplicate=duplicate)
-
-        return await self._write(insert, bounded=True)
+        return await self._write(_Append(self, item, row, dedupe), bounded=True)
 
     def _fill_outbox(self, conn: Any, id: int) -> None:
         conn.execute(OUTBOX_ADD, (id, list(self.outbox)))
@@ -243,19 +258,22 @@ class PostgresInbox(SQLInbox):
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         psycopg = driver()
 
-        def guarded(conn: Any) -> T:
+        def guarded(conn: Pipelined) -> T:
             # Its own savepoint: a function that fails halfway leaves nothing behind, while the
             # other writes of the same transaction still commit.
             conn.execute("SAVEPOINT transact")
             try:
                 result = fn(Db(conn))  # type: ignore[arg-type]
-            except psycopg.OperationalError:
-                raise  # the connection is gone: the batch fails
+                conn.sync()  # its statements' errors are its own
             except psycopg.Error as exc:
+                if self._lost(exc):
+                    raise  # the connection is gone: the batch fails
+                conn.recover()
                 conn.execute("ROLLBACK TO SAVEPOINT transact")
                 conn.execute("RELEASE SAVEPOINT transact")
                 raise InboxError(f"writing {self.target.shown}: {exc}") from exc
             except BaseException:
+                conn.recover()
                 conn.execute("ROLLBACK TO SAVEPOINT transact")
                 conn.execute("RELEASE SAVEPOINT transact")
                 raise
@@ -326,3 +344,31 @@ class PostgresInbox(SQLInbox):
 
     def _where(self, selection: Selection) -> tuple[str, list[Any]]:
         return where(selection)
+
+
+class _Append(Sent):
+    """One `PostgresInbox.append` in a batch: its INSERT is sent with the batch's others."""
+
+    __slots__ = ("cursor", "dedupe", "inbox", "item", "row")
+
+    def __init__(
+        self, inbox: PostgresInbox, item: Incoming, row: tuple[Any, ...], dedupe: bytes
+    ) -> None:
+        self.inbox = inbox
+        self.item = item
+        self.row = row
+        self.dedupe = dedupe
+        self.cursor: Any = None
+
+    def send(self, conn: Pipelined) -> None:
+        self.cursor = conn.execute(INSERT, self.row)
+
+    def __call__(self, conn: Pipelined) -> Accepted:
+        inbox = self.inbox
+        cursor = self.cursor if self.cursor is not None else conn.execute(INSERT, self.row)
+        self.cursor = None  # a batch run again sends it again
+        id, duplicate = inbox._inserted(conn, cursor, INSERT, self.row, self.dedupe)
+        if not duplicate:
+            inbox._kept(conn, id, self.item)
+        inbox._pending_added = inbox._pending_added or not duplicate
+        return Accepted(id, duplicate=duplicate)
