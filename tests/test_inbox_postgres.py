@@ -9,6 +9,7 @@ the 503 when the database cannot be reached.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import subprocess
@@ -21,12 +22,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from iotpush import Config, create_app, testing, trackers
+from iotpush import Config, Notification, create_app, decode, testing, trackers
 from iotpush.cli import main
 from iotpush.events import Refused
 from iotpush.exceptions import ConfigError, InboxError, InboxUnavailable
 from iotpush.inbox import Entry, Incoming, Selection, _migrations, open_inbox
 from iotpush.inbox.postgres import PostgresInbox
+from iotpush.models import DeviceInfoChanged
 from tests._inbox import FakeClock, incoming
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, run, running, wait_until
 
@@ -258,6 +260,83 @@ def test_same_push_to_two_processes_at_once_is_kept_once(postgres_store: str) ->
     kept = {id for id, duplicate in accepted if not duplicate}
     assert len(kept) == 10
     assert {id for id, _ in accepted} == kept
+
+
+def test_two_inboxes_tracking_the_same_devices_at_once_lose_no_update_and_never_deadlock(
+    postgres_store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two processes apply the status pushes of the same commands, and the registry pushes of
+    # the same devices, in concurrent transactions. A tracker reads its record and writes it
+    # back: without the device locks, a transaction that read before the other committed
+    # writes back a record missing the other's push.
+    caplog.set_level(logging.INFO, logger="iotpush.inbox")
+    devices = [f"dev-{i}" for i in range(4)]
+    rounds = 20
+
+    def command_push(command: str, device: str, code: str) -> Notification:
+        result = {"result_code": code}
+        return testing.build(
+            "nbCommandStatusChanged", command_id=command, device_id=device, result=result
+        )
+
+    def info_push(device: str, version: int) -> Notification:
+        return testing.build(
+            "deviceInfoChanged",
+            device_id=device,
+            device_info={"sw_version": f"v{version}", "name": f"n{version}"},
+        )
+
+    def pushed(n: Notification, at: float) -> Incoming:
+        body = testing.encode(n)
+        kind = "command" if n.notify_type == "nbCommandStatusChanged" else "notify"
+        decoded = decode(body, kind)
+        return Incoming.from_notification(
+            decoded, body=body, path=testing.path_for(n), headers={}, received_at=at
+        )
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, tuple[Any, str]]]:
+        options: dict[str, Any] = {"projections": trackers.PROJECTIONS}
+        async with (
+            PostgresInbox(postgres_store, **options) as a,
+            PostgresInbox(postgres_store, **options) as b,
+        ):
+            latest: dict[str, tuple[int, str]] = {}  # device -> (entry id, sw_version sent)
+            for r in range(rounds):
+                pushes: list[tuple[str, Notification]] = []
+                for i, device in enumerate(devices * 2):
+                    command = f"cmd-{r}-{i}"
+                    for code in ("SENT", "DELIVERED", "SUCCESSFUL"):
+                        pushes.append((device, command_push(command, device, code)))
+                    pushes.append((device, info_push(device, r * 100 + i)))
+                random.shuffle(pushes)
+                appends = [
+                    (a if k % 2 else b).append(pushed(n, 1000.0 + r))
+                    for k, (_, n) in enumerate(pushes)
+                ]
+                results = await asyncio.gather(*appends)
+                for (device, n), accepted in zip(pushes, results, strict=True):
+                    if n.notify_type == "deviceInfoChanged":
+                        assert isinstance(n, DeviceInfoChanged)
+                        version = n.device_info.sw_version or ""
+                        if accepted.id > latest.get(device, (0, ""))[0]:
+                            latest[device] = (accepted.id, version)
+
+            def read(db: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, str]]]:
+                states = {c.command_id: c.state for c in trackers.find_commands(db, limit=1000)}
+                infos = {
+                    d: (device.info.get("swVersion") if device else None, latest[d][1])
+                    for d in devices
+                    for device in [trackers.get_device(db, d)]
+                }
+                return states, infos
+
+            return await a.read(read)
+
+    states, infos = run(scenario())
+    assert len(states) == rounds * len(devices) * 2
+    assert {c: s for c, s in states.items() if s != "SUCCESSFUL"} == {}
+    assert {d: (got, sent) for d, (got, sent) in infos.items() if got != sent} == {}
+    assert not [r for r in caplog.records if "deadlock" in r.getMessage()]
 
 
 def test_two_inboxes_taking_the_outbox_at_once_never_take_one_entry_twice(

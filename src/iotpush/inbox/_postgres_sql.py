@@ -27,7 +27,7 @@ __all__ = [
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "RELEASE_EXPIRED",
-    "TRACKER_LOCK",
+    "TRACKER_LOCKS",
     "collated",
     "translate",
     "where",
@@ -178,9 +178,17 @@ WHERE id = ANY(%s) AND state = 'pending'
 RETURNING {COLUMNS}
 """  # noqa: S608 - a constant: only the column list is interpolated
 
-# Tracker rows of one device or command may be written by several processes' transactions: they
-# take turns (in the order they reach this point), so their writes cannot deadlock each other.
-TRACKER_LOCK = "SELECT pg_advisory_xact_lock(7283, 1)"
+# Tracker rows of one device may be written by several processes' transactions: before its
+# tracker writes, a transaction takes the lock of each device it tracks (the key of
+# `LOCK_DEVICES`, so a claim skips a device being written), held until it commits. Transactions
+# about other devices never wait for it. The locks are taken in the order of their keys, so two
+# transactions never wait for each other's. Entries without a device share the lock of the
+# device '' (the only lock every process may take for any entry).
+TRACKER_LOCKS = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended(current_schema() || '/' || d, 7283) AS k
+    FROM unnest(%s::text[]) AS d ORDER BY k) AS keys
+"""
 
 
 def _one_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:

@@ -192,8 +192,11 @@ class SQLInbox(Inbox):
         """``sql`` (with ``?`` placeholders) as the driver takes it."""
         return sql
 
-    def _tracker_db(self, conn: Any) -> Database:
-        """The writer connection as the projections use it, ready for their writes."""
+    def _tracker_db(
+        self, conn: Any, tracked: Sequence[tuple[int, float, Notification]]
+    ) -> Database:
+        """The writer connection as the projections use it, ready for their writes of
+        ``tracked`` (the new entries: id, received time, notification)."""
         db: Database = conn
         return db
 
@@ -230,7 +233,7 @@ class SQLInbox(Inbox):
         # A projection that fails must not cost a notification: its changes alone roll back, it
         # is logged, and `Tracking.rebuild` can apply the entry again.
         tracked, self._tracked = self._tracked, []
-        db = self._tracker_db(conn)
+        db = self._tracker_db(conn, tracked)
         apply = self.projections.apply
         conn.execute("SAVEPOINT track")
         try:

@@ -7,8 +7,12 @@ transaction-scoped advisory lock on each device it looks at (skipping devices an
 holds) and only then reads what is claimable, so it sees every claim committed before it; and a
 row it cannot lock (another transaction holds it) also holds back the later entries of its
 device. A claim never waits for a lock. The claims of a process that died return when their
-lease ends. Tracker writes of concurrent transactions take turns (one advisory lock, taken just
-before COMMIT), so processes updating the same devices and commands cannot deadlock.
+lease ends. Tracker writes of concurrent transactions about the same device take turns: each
+transaction takes the advisory lock of every device it tracks, in one fixed order (so two
+cannot deadlock), before its tracker writes, until it commits. A projection's state for a
+notification belongs to its device (a command to the device it was sent to), so transactions
+about other devices never wait; nothing is locked for the whole database per entry, except
+for tracked entries without a device, which share one lock.
 
 Hot handoff (`Inbox.attach`) is not used: entries wait for `claim`, with the same guarantees.
 `wait_for_work` wakes on this process's own writes; work from other processes (their released
@@ -47,7 +51,7 @@ from ._postgres_sql import (
     INSERT,
     OUTBOX_ADD,
     OUTBOX_TAKE,
-    TRACKER_LOCK,
+    TRACKER_LOCKS,
     translate,
     where,
 )
@@ -56,6 +60,8 @@ from ._store import Mode
 
 if TYPE_CHECKING:
     import sqlite3
+
+    from ..models import Notification
 
 __all__ = ["PostgresInbox"]
 
@@ -123,9 +129,12 @@ class PostgresInbox(SQLInbox):
     def _q(self, sql: str) -> str:
         return translate(sql)
 
-    def _tracker_db(self, conn: Any) -> Database:
-        # Tracker writes of concurrent transactions (other processes) take turns: no deadlocks.
-        conn.execute(TRACKER_LOCK)
+    def _tracker_db(
+        self, conn: Pipelined, tracked: Sequence[tuple[int, float, Notification]]
+    ) -> Database:
+        # Transactions (of any process) tracking the same device take turns; see TRACKER_LOCKS.
+        devices = sorted({n.device or "" for _, _, n in tracked})
+        conn.execute(TRACKER_LOCKS, (devices,))
         return Db(conn)
 
     def _lost(self, exc: BaseException) -> bool:
