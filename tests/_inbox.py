@@ -24,6 +24,7 @@ __all__ = [
     "FakeClock",
     "InboxFactory",
     "append_all",
+    "attached_owner_claims",
     "ids_of",
     "incoming",
     "lease_left",
@@ -203,3 +204,35 @@ SELECTION_IDS = [
     "type-and-device",
     "no-match",
 ]
+
+
+async def attached_owner_claims(inbox: Inbox, clock: FakeClock) -> Entry:
+    """Hot handoff (`Inbox.attach`) on an open, empty ``inbox``: new entries are claimed for the
+    attached owner ``me`` (lease 30 s) and handed over once committed, unless it has no room,
+    or their device has an earlier entry waiting; duplicates and a detached inbox hand nothing.
+    Returns the first entry handed over, as stored (the caller checks its lease)."""
+    handed: list[list[Entry]] = []
+    room = [True]
+    inbox.attach("me", lease=30, on_claimed=handed.append, has_room=lambda: room[0])
+    first = await inbox.append(incoming(clock, "a", device="d1"))
+    assert [[e.id for e in batch] for batch in handed] == [[first.id]]
+    entry = await inbox.get(first.id)
+    assert (entry.state, entry.owner, entry.attempts) == ("claimed", "me", 0)
+    assert handed[0][0].lease_until == entry.lease_until
+    duplicate = await inbox.append(incoming(clock, "a", device="d1"))
+    assert duplicate.duplicate and len(handed) == 1
+    room[0] = False
+    full = await inbox.append(incoming(clock, "b", device="d2"))
+    assert (await inbox.get(full.id)).state == "pending"
+    room[0] = True
+    # d2 has an earlier entry waiting: a later one must wait behind it, not jump ahead.
+    behind = await inbox.append(incoming(clock, "c", device="d2"))
+    assert (await inbox.get(behind.id)).state == "pending"
+    assert len(handed) == 1
+    claimed = await inbox.claim("me", 10, 30)
+    assert [e.id for e in claimed] == [full.id, behind.id]
+    inbox.attach(None)
+    detached = await inbox.append(incoming(clock, "d", device="d3"))
+    assert (await inbox.get(detached.id)).state == "pending"
+    assert len(handed) == 1
+    return entry

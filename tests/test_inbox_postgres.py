@@ -27,9 +27,10 @@ from iotpush.cli import main
 from iotpush.events import Refused
 from iotpush.exceptions import ConfigError, InboxError, InboxUnavailable
 from iotpush.inbox import Entry, Incoming, Selection, _migrations, open_inbox
+from iotpush.inbox._postgres_sql import DB_NOW
 from iotpush.inbox.postgres import PostgresInbox
 from iotpush.models import DeviceInfoChanged
-from tests._inbox import FakeClock, incoming
+from tests._inbox import FakeClock, attached_owner_claims, incoming
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, run, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -544,3 +545,89 @@ def test_projection_failing_statement_keeps_the_entry_and_the_other_entries_stat
     assert ok1 is not None and ok2 is not None
     assert broken is None  # its tracker changes alone were rolled back
     assert "failed; the entry is kept all the same" in caplog.text
+
+
+# hot handoff and wake-ups across processes ---------------------------------------------------
+
+
+def test_attached_owner_gets_new_entries_claimed_after_commit(postgres_store: str) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> tuple[Entry, float]:
+        async with PostgresInbox(postgres_store, clock=clock) as inbox:
+            first = await attached_owner_claims(inbox, clock)
+            (now,) = await inbox.read(lambda db: db.execute(f"SELECT {DB_NOW}").fetchone())
+            return first, now
+
+    first, now = run(scenario())
+    assert first.lease_until is not None and now < first.lease_until <= now + 30  # its clock
+
+
+def test_attached_owner_does_not_take_a_device_another_process_holds(postgres_store: str) -> None:
+    clock = FakeClock()
+    handed_a: list[Entry] = []
+    handed_b: list[Entry] = []
+
+    async def scenario() -> None:
+        async with (
+            PostgresInbox(postgres_store, clock=clock) as a,
+            PostgresInbox(postgres_store, clock=clock) as b,
+        ):
+            a.attach("owner-a", on_claimed=handed_a.extend)
+            b.attach("owner-b", on_claimed=handed_b.extend)
+            first = await a.append(incoming(clock, "a", device="d1"))
+            # Appended in the same batch by the other process: d1 is held by owner-a.
+            later, elsewhere = await asyncio.gather(
+                b.append(incoming(clock, "b", device="d1")),
+                b.append(incoming(clock, "c", device="d2")),
+            )
+            assert [e.id for e in handed_a] == [first.id]
+            assert [e.id for e in handed_b] == [elsewhere.id]
+            assert (await b.get(later.id)).state == "pending"
+            assert await b.claim("owner-b", 10, 30) == []  # it would overtake owner-a's entry
+            assert [e.id for e in await a.claim("owner-a", 10, 30)] == [later.id]
+
+    run(scenario())
+
+
+def test_an_entry_left_by_another_process_is_claimed_on_its_notification(
+    postgres_store: str,
+) -> None:
+    # The dispatcher polls once an hour: only the other process's NOTIFY can wake it.
+    from iotpush import Receiver
+
+    clock = FakeClock()
+    receiver = Receiver()
+    got: list[str] = []
+
+    @receiver.on("deviceDataChanged")
+    async def on_data(n: Any) -> None:
+        got.append(n.device_id)
+
+    body = (
+        b'{"notifyType":"deviceDataChanged","deviceId":"d9","gatewayId":"d9","service":'
+        b'{"serviceId":"s","serviceType":"s","data":{"v":1},"eventTime":"20261121T101500Z"}}'
+    )
+    n = decode(body, "notify")
+    item = Incoming.from_notification(n, body=body, path=RECEIVE, headers={}, received_at=1.0)
+
+    async def scenario() -> None:
+        from iotpush import Dispatcher
+
+        async with (
+            PostgresInbox(postgres_store, clock=clock) as a,
+            PostgresInbox(postgres_store) as b,
+        ):
+            dispatcher = Dispatcher(b, receiver, poll_interval=3600)
+            await dispatcher.start()
+            try:
+                await asyncio.sleep(0.2)  # its first claim found nothing: it waits
+                await a.append(item)  # no dispatcher here: left for another process
+                async with asyncio.timeout(20):
+                    while not got:
+                        await asyncio.sleep(0.01)
+            finally:
+                await dispatcher.stop(grace=5)
+
+    run(scenario())
+    assert got == ["d9"]

@@ -16,7 +16,7 @@ from iotpush.exceptions import ConfigError, InboxUnavailable
 from iotpush.inbox import Accepted, Entry, Incoming, Selection, open_inbox
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
-from tests._inbox import LEASE, RECEIVE, FakeClock, incoming
+from tests._inbox import LEASE, RECEIVE, FakeClock, attached_owner_claims, incoming
 from tests.conftest import run
 
 
@@ -284,35 +284,11 @@ def test_open_inbox_unsupported_scheme_raises_config_error(url: str) -> None:
 def test_sqlite_attached_owner_gets_new_entries_claimed_after_commit(
     db_path: Path, clock: FakeClock
 ) -> None:
-    handed: list[list[Entry]] = []
-    room = [True]
-
-    async def scenario() -> None:
+    async def scenario() -> Entry:
         async with SQLiteInbox(db_path, clock=clock) as inbox:
-            inbox.attach("me", lease=30, on_claimed=handed.append, has_room=lambda: room[0])
-            first = await inbox.append(incoming(clock, "a", device="d1"))
-            assert [[e.id for e in batch] for batch in handed] == [[first.id]]
-            entry = await inbox.get(first.id)
-            assert (entry.state, entry.owner, entry.attempts) == ("claimed", "me", 0)
-            assert entry.lease_until == clock.now + 30
-            duplicate = await inbox.append(incoming(clock, "a", device="d1"))
-            assert duplicate.duplicate and len(handed) == 1
-            room[0] = False
-            full = await inbox.append(incoming(clock, "b", device="d2"))
-            assert (await inbox.get(full.id)).state == "pending"
-            room[0] = True
-            # d2 has an earlier entry waiting: a later one must wait behind it, not jump ahead.
-            behind = await inbox.append(incoming(clock, "c", device="d2"))
-            assert (await inbox.get(behind.id)).state == "pending"
-            assert len(handed) == 1
-            claimed = await inbox.claim("me", 10, 30)
-            assert [e.id for e in claimed] == [full.id, behind.id]
-            inbox.attach(None)
-            detached = await inbox.append(incoming(clock, "d", device="d3"))
-            assert (await inbox.get(detached.id)).state == "pending"
-            assert len(handed) == 1
+            return await attached_owner_claims(inbox, clock)
 
-    run(scenario())
+    assert run(scenario()).lease_until == clock.now + 30
 
 
 def test_sqlite_attached_owner_does_not_take_a_device_another_owner_holds(

@@ -22,6 +22,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,7 @@ from ._groupcommit import BatchWriter, Op, nothing
 from ._postgres_sql import (
     CANDIDATES,
     CANDIDATES_LOCKED,
+    CHANNEL,
     CLAIM_IDS,
     LOCK_DEVICES,
     LOCK_ROWS,
@@ -45,8 +48,11 @@ from ._postgres_sql import (
 )
 
 __all__ = [
+    "HELD",
     "Db",
     "GroupCommit",
+    "Held",
+    "Listener",
     "Pipelined",
     "Sent",
     "Target",
@@ -265,6 +271,28 @@ class Sent:
         raise NotImplementedError
 
 
+@dataclass(slots=True)
+class Held:
+    """What this process's write transactions held that any transaction of the cluster may
+    have to wait for: the lock of device '' (tracked entries without a device), and the lock
+    PostgreSQL takes at the COMMIT of a transaction that NOTIFYs (one for the whole server).
+
+    The time counts from the moment the statement was queued to the moment the COMMIT was
+    answered: an upper bound.
+    """
+
+    seconds: float = 0.0
+    """Time held, in all."""
+    transactions: int = 0
+    """Transactions that held it."""
+    appends: int = 0
+    """Appends committed, by every transaction (held or not)."""
+
+
+HELD = Held()
+"""This process's figures (the benchmark reads them)."""
+
+
 class GroupCommit(BatchWriter):
     """Runs write functions in shared transactions on one connection, in one thread.
 
@@ -275,7 +303,11 @@ class GroupCommit(BatchWriter):
         max_pending: The most bounded writes queued for the next transaction (None: no bound):
             beyond, they are refused at once (the receive path answers 503).
         on_begin: Called (in the writer thread) as each transaction begins.
+        before_send: Called with the connection and the batch's `Sent` writes, before they are
+            sent (the inbox takes its locks).
         before_commit: Called with the connection after the batch's writes, before COMMIT.
+        wake: A statement run before COMMIT when a write of the batch asked to wake the work
+            waiters (other processes' too: a NOTIFY).
         after_commit: Called on the event loop once the batch committed and its callers'
             futures are resolved, with whether one of them asked to wake the work waiters.
         timeout: Seconds a transaction may take (None: no bound). Past it, the connection is
@@ -292,8 +324,10 @@ class GroupCommit(BatchWriter):
         timeout: float | None = None,
         max_pending: int | None = None,
         on_begin: Callable[[], None] = nothing,
+        before_send: Callable[[Pipelined, list[Sent]], None] = nothing,
         before_commit: Callable[[Any], None] = nothing,
         after_commit: Callable[[bool], None] = nothing,
+        wake: str | None = None,
         events: Events | None = None,
     ) -> None:
         super().__init__(
@@ -306,8 +340,11 @@ class GroupCommit(BatchWriter):
             events=events,
         )
         self.target = target
+        self.before_send = before_send
+        self.wake = wake
         self.lock_timeout = lock_timeout
         self.timeout = timeout
+        self._shared_at: float | None = None  # when the transaction took a cluster-wide lock
         self.conn: Any = None
         self._cut = False  # the connection was cut: connect afresh before the next batch
         self._late = False  # the last transaction passed the bound (logged once)
@@ -388,19 +425,34 @@ class GroupCommit(BatchWriter):
                 raise InboxUnavailable(message) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def hold_shared(self) -> None:
+        """Note that the transaction under way takes something the whole cluster waits for
+        (counted in `HELD`)."""
+        if self._shared_at is None:
+            self._shared_at = time.perf_counter()
+
     def _transaction(self, conn: Any, batch: list[Op]) -> list[Any]:
         psycopg = driver()
         self.on_begin()
+        self._shared_at = None
         try:
             with conn.pipeline() as pipeline:
                 pipelined = Pipelined(conn, pipeline)
                 pipelined.execute("BEGIN")
-                for op in batch:
-                    if isinstance(op.fn, Sent):
-                        op.fn.send(pipelined)
+                sent = [op.fn for op in batch if isinstance(op.fn, Sent)]
+                self.before_send(pipelined, sent)
+                for fn in sent:
+                    fn.send(pipelined)
                 results = self._apply(pipelined, batch, psycopg.Error)
+                if self.wake is not None and any(op.wakes for op in batch):
+                    self.hold_shared()
+                    pipelined.execute(self.wake)
                 pipelined.execute("COMMIT")
             # Leaving the pipeline waited for every answer: the COMMIT is done.
+            HELD.appends += len(sent)
+            if self._shared_at is not None:
+                HELD.seconds += time.perf_counter() - self._shared_at
+                HELD.transactions += 1
         except BaseException:
             with contextlib.suppress(psycopg.Error):
                 if not conn.closed:
@@ -416,6 +468,65 @@ class GroupCommit(BatchWriter):
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
+
+
+class Listener:
+    """Calls ``wake`` on the event loop each time a transaction of any process notifies the
+    store's channel (`iotpush.inbox._postgres_sql.NOTIFY`: entries were left for `claim`).
+
+    It listens in a thread of its own, on a connection of its own. When that connection fails it
+    connects again every second, and wakes once connected (something may have been notified
+    meanwhile): the dispatcher's polling covers the time in between.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        wake: Callable[[], None],
+        loop: asyncio.AbstractEventLoop,
+        timeout: float | None = None,
+    ) -> None:
+        self.target = target
+        self.wake = wake
+        self.loop = loop
+        self.timeout = timeout
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, name="iotpush-postgres-listener", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start listening, in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening (blocks up to two seconds: call it in a thread). A thread stuck on a
+        database that does not answer is left to end by itself (it is a daemon)."""
+        self._stopping.set()
+        self._thread.join(2.0)
+
+    def _listen(self) -> None:
+        psycopg = driver()
+        while not self._stopping.is_set():
+            conn = None
+            try:
+                conn = self.target.connect(role="listener", timeout=self.timeout)
+                (channel,) = conn.execute(CHANNEL).fetchone()
+                conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+                self._wake()
+                while not self._stopping.is_set():
+                    for _ in conn.notifies(timeout=0.5):
+                        self._wake()
+            except (psycopg.Error, InboxUnavailable):
+                self._stopping.wait(1.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self.wake)
 
 
 def read_error(target: Target, exc: BaseException) -> InboxError:
@@ -435,9 +546,11 @@ def claim_rows(conn: Any, owner: str, limit: int, now: float, lease: float) -> l
     order of each device's entries holds across processes.
     """
     params: dict[str, Any] = {"owner": owner, "now": now, "limit": limit}
-    with conn.transaction():
-        taken = Counter(row[0] for row in conn.execute(RELEASE_EXPIRED, (owner,)))
+    # Pipelined: BEGIN, the release of expired claims and the first look travel together.
+    with conn.pipeline(), conn.transaction():
+        expired = conn.execute(RELEASE_EXPIRED, (owner,))
         seen = conn.execute(CANDIDATES, params).fetchall()
+        taken = Counter(row[0] for row in expired)
         if not seen:
             log_takeover(dict(taken))
             return []

@@ -17,17 +17,19 @@ from ._sqlbase import COLUMNS
 __all__ = [
     "CANDIDATES",
     "CANDIDATES_LOCKED",
+    "CHANNEL",
     "CLAIM_IDS",
     "COLUMNS",
     "DB_NOW",
+    "DEVICE_LOCKS",
     "INBOX_SCHEMA",
     "INSERT",
     "LOCK_DEVICES",
     "LOCK_ROWS",
+    "NOTIFY",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "RELEASE_EXPIRED",
-    "TRACKER_LOCKS",
     "collated",
     "translate",
     "where",
@@ -105,14 +107,31 @@ def collated(script: str) -> str:
     return _TEXT.sub('TEXT COLLATE "C"', script)
 
 
-INSERT = """
-INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at, state)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending')
+# Leases are compared on the database's clock: a host whose clock is ahead cannot take live
+# claims of another, and its own leases are set from the same clock.
+DB_NOW = "extract(epoch from now())"
+
+# A new entry, or one more duplicate of the entry holding its slot (RETURNING its id, its
+# duplicates, and the owner that holds it). With an ``owner`` (hot handoff, `Inbox.attach`),
+# a new entry is claimed for it at once unless an earlier entry of its device waits in the
+# inbox or is held by another owner (the rule of `CANDIDATES`); the writer holds the device's
+# lock (`DEVICE_LOCKS`), so that rule sees every entry and claim of the device committed by
+# any process.
+INSERT = f"""
+INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at, state,
+    owner, lease_until)
+SELECT %(at)s, %(type)s, %(device)s, %(key)s, %(dedupe)s, %(path)s, %(body)s, %(headers)s,
+    %(at)s, CASE WHEN hot.owner IS NULL THEN 'pending' ELSE 'claimed' END, hot.owner,
+    CASE WHEN hot.owner IS NULL THEN NULL ELSE {DB_NOW} + %(lease)s::float8 END
+FROM (SELECT CASE WHEN EXISTS (
+        SELECT 1 FROM inbox WHERE device = %(device)s::text AND state IN ('pending', 'claimed')
+            AND (state = 'pending' OR owner <> %(owner)s::text))
+    THEN NULL ELSE %(owner)s::text END AS owner) AS hot
 ON CONFLICT (dedupe) DO UPDATE
     SET duplicates = inbox.duplicates + 1, last_duplicate_at = excluded.received_at
-    WHERE inbox.key = excluded.key AND inbox.received_at >= %s
-RETURNING id, duplicates
-"""
+    WHERE inbox.key = excluded.key AND inbox.received_at >= %(cutoff)s
+RETURNING id, duplicates, owner, lease_until
+"""  # noqa: S608 - a constant: only the clock expression is interpolated
 
 OUTBOX_ADD = "INSERT INTO outbox (sink, id) SELECT sink, %s FROM unnest(%s::text[]) AS sink"
 
@@ -126,10 +145,6 @@ WHERE sink = %(sink)s AND id IN (
     ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING id
 """
-
-# Leases are compared on the database's clock: a host whose clock is ahead cannot take live
-# claims of another, and its own leases are set from the same clock.
-DB_NOW = "extract(epoch from now())"
 
 # Claims of other owners that stopped renewing go back (never the claimer's own). Rows another
 # transaction holds are left for the next claim rather than waited for: a claim never waits
@@ -178,17 +193,25 @@ WHERE id = ANY(%s) AND state = 'pending'
 RETURNING {COLUMNS}
 """  # noqa: S608 - a constant: only the column list is interpolated
 
-# Tracker rows of one device may be written by several processes' transactions: before its
-# tracker writes, a transaction takes the lock of each device it tracks (the key of
-# `LOCK_DEVICES`, so a claim skips a device being written), held until it commits. Transactions
-# about other devices never wait for it. The locks are taken in the order of their keys, so two
-# transactions never wait for each other's. Entries without a device share the lock of the
-# device '' (the only lock every process may take for any entry).
-TRACKER_LOCKS = """
+# The devices a write transaction appends to: it takes each one's lock (the key of
+# `LOCK_DEVICES`, so a claim skips a device being written) before its first INSERT, and holds it
+# until it commits. Transactions of any process about the same device take turns, so:
+# a device's entries are committed in id order; hot handoff's rule sees every earlier entry
+# and claim of the device; and the trackers' writes of a device (a tracker's state for a
+# notification is its device's) never interleave. Transactions about other devices never wait
+# for it. The locks are taken in the order of their keys, so two transactions never wait for
+# each other's. Tracked entries without a device share the lock of the device ''.
+DEVICE_LOCKS = """
 SELECT pg_advisory_xact_lock(k) FROM (
     SELECT DISTINCT hashtextextended(current_schema() || '/' || d, 7283) AS k
     FROM unnest(%s::text[]) AS d ORDER BY k) AS keys
 """
+
+# Wakes the claimers of every process listening on the store (on commit): entries were left
+# pending for `claim`, or given back.
+# (A channel name is at most 63 bytes: the schema's is shortened to a digest.)
+CHANNEL = "SELECT 'iotpush_' || left(md5(current_schema()), 16)"
+NOTIFY = "SELECT pg_notify('iotpush_' || left(md5(current_schema()), 16), '')"
 
 
 def _one_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -27,7 +28,7 @@ from ..models import Notification
 from ..projections import Database
 from . import STATES, Entry, Inbox, InboxStats, Incoming, Purged, Rejection, Selection, Tally
 
-__all__ = ["COLUMNS", "SQLInbox", "entry", "rejection", "slot_digest", "where"]
+__all__ = ["COLUMNS", "Hot", "SQLInbox", "entry", "rejection", "slot_digest", "where"]
 
 _json_encode = msgspec.json.encode
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
@@ -131,6 +132,16 @@ def _sum_purges(rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Hot:
+    """The owner `Inbox.attach` named: new entries go to it claimed, as they are appended."""
+
+    owner: str
+    lease: float
+    on_claimed: Callable[[list[Entry]], None]
+    has_room: Callable[[], bool]
+
+
 class _Writer(Protocol):
     commits: int
     writes: int
@@ -154,6 +165,8 @@ class SQLInbox(Inbox):
         self._tracked: list[tuple[int, float, Notification]] = []  # new in the transaction
         self._pending_added = False  # that transaction appended an entry for `claim`
         self._work: asyncio.Event | None = None
+        self._hot: Hot | None = None
+        self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
 
     @property
     def commits(self) -> int:
@@ -192,11 +205,8 @@ class SQLInbox(Inbox):
         """``sql`` (with ``?`` placeholders) as the driver takes it."""
         return sql
 
-    def _tracker_db(
-        self, conn: Any, tracked: Sequence[tuple[int, float, Notification]]
-    ) -> Database:
-        """The writer connection as the projections use it, ready for their writes of
-        ``tracked`` (the new entries: id, received time, notification)."""
+    def _tracker_db(self, conn: Any) -> Database:
+        """The writer connection as the projections use it, ready for their writes."""
         db: Database = conn
         return db
 
@@ -233,7 +243,7 @@ class SQLInbox(Inbox):
         # A projection that fails must not cost a notification: its changes alone roll back, it
         # is logged, and `Tracking.rebuild` can apply the entry again.
         tracked, self._tracked = self._tracked, []
-        db = self._tracker_db(conn, tracked)
+        db = self._tracker_db(conn)
         apply = self.projections.apply
         conn.execute("SAVEPOINT track")
         try:
@@ -259,6 +269,27 @@ class SQLInbox(Inbox):
                 conn.execute("RELEASE SAVEPOINT one")
         conn.execute("RELEASE SAVEPOINT track")
 
+    def _hand_over(self) -> None:
+        """Once a transaction committed: give the attached owner the entries it claimed."""
+        # Called after the futures were resolved, so a claim committed in the same batch is
+        # queued by its owner before these entries can start (their lanes keep id order anyway).
+        handed, self._handed = self._handed, []
+        if handed and self._hot is not None:
+            self._hot.on_claimed(handed)
+
+    def attach(
+        self,
+        owner: str | None,
+        *,
+        lease: float = 60.0,
+        on_claimed: Callable[[list[Entry]], None] | None = None,
+        has_room: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if owner is None or on_claimed is None:
+            self._hot = None
+        else:
+            self._hot = Hot(owner, lease, on_claimed, has_room)
+
     # receive path ----------------------------------------------------------------------------
 
     def _insert(
@@ -268,17 +299,17 @@ class SQLInbox(Inbox):
 
         Returns the id of the new entry, or of the kept one it duplicates, and whether it did.
         """
-        return self._inserted(conn, conn.execute(insert, row), insert, row, dedupe)
+        found = self._inserted(conn, conn.execute(insert, row), insert, row, dedupe)
+        return found[0], found[1] > 0
 
-    def _inserted(
-        self, conn: Any, cursor: Any, insert: str, row: tuple[Any, ...], dedupe: bytes
-    ) -> tuple[int, bool]:
-        """`_insert`, once ``cursor`` ran ``insert`` of ``row`` the first time."""
+    def _inserted(self, conn: Any, cursor: Any, insert: str, row: Any, dedupe: bytes) -> Any:
+        """The row `_insert` returns (id, duplicates...), once ``cursor`` ran ``insert`` of
+        ``row`` the first time."""
         found = cursor.fetchone()
         if found is None:  # the slot's entry has another key, or is outside the window
             conn.execute(self._q("UPDATE inbox SET dedupe = NULL WHERE dedupe = ?"), (dedupe,))
             found = conn.execute(insert, row).fetchone()
-        return found[0], found[1] > 0
+        return found
 
     def _keep(
         self, conn: Any, insert: str, row: tuple[Any, ...], item: Incoming, dedupe: bytes

@@ -7,16 +7,22 @@ transaction-scoped advisory lock on each device it looks at (skipping devices an
 holds) and only then reads what is claimable, so it sees every claim committed before it; and a
 row it cannot lock (another transaction holds it) also holds back the later entries of its
 device. A claim never waits for a lock. The claims of a process that died return when their
-lease ends. Tracker writes of concurrent transactions about the same device take turns: each
-transaction takes the advisory lock of every device it tracks, in one fixed order (so two
-cannot deadlock), before its tracker writes, until it commits. A projection's state for a
-notification belongs to its device (a command to the device it was sent to), so transactions
-about other devices never wait; nothing is locked for the whole database per entry, except
-for tracked entries without a device, which share one lock.
+lease ends.
 
-Hot handoff (`Inbox.attach`) is not used: entries wait for `claim`, with the same guarantees.
-`wait_for_work` wakes on this process's own writes; work from other processes (their released
-claims, an operator's replay) is found by the dispatcher's polling.
+A write transaction takes the advisory lock of each device it appends to (the claims' key), in
+one fixed order (two cannot deadlock), before its first INSERT, until it commits: transactions
+of any process about one device take turns, and those about other devices never wait (see
+`DEVICE_LOCKS`). So a device's entries are committed in id order; its tracker writes never
+interleave (a projection's state for a notification is its device's, a command its device's);
+and hot handoff (`Inbox.attach`) works across processes: a new entry is committed already
+claimed by this process's dispatcher unless an earlier entry of its device waits or another
+owner holds one, a rule that then sees every process's committed entries and claims. Nothing is
+locked for the whole database per entry, except for tracked entries without a device, which
+share one lock.
+
+An entry left for `claim` (its device was held elsewhere, or no dispatcher is attached) or given
+back wakes the claimers of every process: the transaction NOTIFYs the store's channel, which
+each inbox LISTENs to (`Listener`). The dispatcher's polling stays as the fallback.
 
 The schema is created and upgraded by ``iotpush db upgrade`` (`iotpush.inbox._migrations`),
 never on open: opening a database whose schema is missing or behind raises `ConfigError`.
@@ -37,6 +43,7 @@ from . import Accepted, Entry, Incoming, Selection
 from ._postgres_db import (
     Db,
     GroupCommit,
+    Listener,
     Pipelined,
     Sent,
     Target,
@@ -48,10 +55,11 @@ from ._postgres_db import (
 from ._postgres_sql import (
     COLUMNS,
     DB_NOW,
+    DEVICE_LOCKS,
     INSERT,
+    NOTIFY,
     OUTBOX_ADD,
     OUTBOX_TAKE,
-    TRACKER_LOCKS,
     translate,
     where,
 )
@@ -60,8 +68,6 @@ from ._store import Mode
 
 if TYPE_CHECKING:
     import sqlite3
-
-    from ..models import Notification
 
 __all__ = ["PostgresInbox"]
 
@@ -115,7 +121,10 @@ class PostgresInbox(SQLInbox):
         self.db_timeout = db_timeout
         self.mode = mode
         self._outbox_filled = False  # the transaction added outbox rows
+        self._notify = False  # the transaction left entries for another process's claim
         self._pool: Any = None
+        self._group: GroupCommit | None = None  # `_writer`, as this backend made it
+        self._listener: Listener | None = None
 
     @property
     def _name(self) -> str:
@@ -129,13 +138,18 @@ class PostgresInbox(SQLInbox):
     def _q(self, sql: str) -> str:
         return translate(sql)
 
-    def _tracker_db(
-        self, conn: Pipelined, tracked: Sequence[tuple[int, float, Notification]]
-    ) -> Database:
-        # Transactions (of any process) tracking the same device take turns; see TRACKER_LOCKS.
-        devices = sorted({n.device or "" for _, _, n in tracked})
-        conn.execute(TRACKER_LOCKS, (devices,))
-        return Db(conn)
+    def _tracker_db(self, conn: Pipelined) -> Database:
+        return Db(conn)  # the devices are locked already (`_lock`)
+
+    def _lock(self, conn: Pipelined, sent: list[Sent]) -> None:
+        # The devices of the batch's appends, before their INSERTs: see DEVICE_LOCKS.
+        devices = sorted(
+            {fn.device for fn in sent if isinstance(fn, _Append) and fn.device is not None}
+        )
+        if devices:
+            if devices[0] == "" and self._group is not None:
+                self._group.hold_shared()
+            conn.execute(DEVICE_LOCKS, (devices,))
 
     def _lost(self, exc: BaseException) -> bool:
         errors = driver().errors
@@ -173,8 +187,10 @@ class PostgresInbox(SQLInbox):
             timeout=self.db_timeout,
             max_pending=self.max_pending,
             on_begin=self._begin,
+            before_send=self._lock,
             before_commit=self._before_commit,
             after_commit=self._after_commit,
+            wake=NOTIFY,
             events=self.events,
         )
         await writer.start()
@@ -184,7 +200,11 @@ class PostgresInbox(SQLInbox):
         except BaseException:
             await writer.close()
             raise
-        self._writer = writer
+        self._writer = self._group = writer
+        self._listener = Listener(
+            self.target, self._work.set, asyncio.get_running_loop(), self.db_timeout
+        )
+        self._listener.start()
 
     def _open_pool(self) -> Any:
         from psycopg_pool import ConnectionPool, PoolTimeout
@@ -208,9 +228,12 @@ class PostgresInbox(SQLInbox):
         return pool
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
+            self._listener = None
         if self._writer is not None:
             await self._writer.close()
-            self._writer = None
+            self._writer = self._group = None
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
             self._pool = None
@@ -238,27 +261,38 @@ class PostgresInbox(SQLInbox):
 
     def _begin(self) -> None:
         self._tracked = []
+        self._handed = []
         self._pending_added = False
+        self._notify = False
         self._outbox_filled = False
+
+    def _before_commit(self, conn: Pipelined) -> None:
+        super()._before_commit(conn)
+        if self._notify:
+            if self._group is not None:
+                self._group.hold_shared()
+            conn.execute(NOTIFY)
 
     def _after_commit(self, wake: bool) -> None:
         if (wake or self._pending_added) and self._work is not None:
             self._work.set()
+        self._hand_over()
         if self._outbox_filled:
             self._outbox_added()
 
     # receive path --------------------------------------------------------------------------
 
     async def append(self, item: Incoming) -> Accepted:
-        dedupe = slot_digest(item.slot)
-        headers = _json_encode(item.headers).decode()
-        cutoff = item.received_at - self.dedupe_window
-        row = (
-            item.received_at, item.type, item.device, item.key, dedupe, item.path, item.body,
-            headers, item.received_at, cutoff,
-        )  # fmt: skip
-
-        return await self._write(_Append(self, item, row, dedupe), bounded=True)
+        hot = self._hot
+        owner = hot.owner if hot is not None and hot.has_room() else None
+        row = {
+            "at": item.received_at, "type": item.type, "device": item.device, "key": item.key,
+            "dedupe": slot_digest(item.slot), "path": item.path, "body": item.body,
+            "headers": _json_encode(item.headers).decode(), "owner": owner,
+            "lease": None if hot is None else hot.lease,
+            "cutoff": item.received_at - self.dedupe_window,
+        }  # fmt: skip
+        return await self._write(_Append(self, item, row, hot is None), bounded=True)
 
     def _fill_outbox(self, conn: Any, id: int) -> None:
         conn.execute(OUTBOX_ADD, (id, list(self.outbox)))
@@ -310,6 +344,13 @@ class PostgresInbox(SQLInbox):
         rows = await self._read(lambda conn: claim_rows(conn, owner, limit, now, lease))
         return [entry(row) for row in rows]
 
+    async def begin(self, owner: str, id: int, attempt: int) -> bool:
+        sql = "UPDATE inbox SET attempts = %s WHERE id = %s AND state = 'claimed' AND owner = %s"
+        # The row count is read once committed: reading it in the transaction would wait for
+        # the database there, once per entry.
+        cursor = await self._write(lambda conn: conn.execute(sql, (attempt, id, owner)))
+        return bool(cursor.rowcount == 1)
+
     async def ack(self, ids: Sequence[int]) -> None:
         sql = (
             "UPDATE inbox SET state = 'done', finished_at = %s, owner = NULL, lease_until = NULL"
@@ -358,26 +399,40 @@ class PostgresInbox(SQLInbox):
 class _Append(Sent):
     """One `PostgresInbox.append` in a batch: its INSERT is sent with the batch's others."""
 
-    __slots__ = ("cursor", "dedupe", "inbox", "item", "row")
+    __slots__ = ("alone", "cursor", "device", "inbox", "item", "row")
 
     def __init__(
-        self, inbox: PostgresInbox, item: Incoming, row: tuple[Any, ...], dedupe: bytes
+        self, inbox: PostgresInbox, item: Incoming, row: dict[str, Any], alone: bool
     ) -> None:
         self.inbox = inbox
         self.item = item
         self.row = row
-        self.dedupe = dedupe
+        self.alone = alone  # no dispatcher attached here: a pending entry is another's work
         self.cursor: Any = None
+        # The lock it takes (DEVICE_LOCKS): its device's; a tracked entry without one, ''.
+        self.device = item.device
+        if item.device is None and item.notification is not None:
+            self.device = "" if inbox.projections.wants(item.notification.notify_type) else None
 
     def send(self, conn: Pipelined) -> None:
         self.cursor = conn.execute(INSERT, self.row)
 
     def __call__(self, conn: Pipelined) -> Accepted:
-        inbox = self.inbox
+        inbox, item = self.inbox, self.item
         cursor = self.cursor if self.cursor is not None else conn.execute(INSERT, self.row)
         self.cursor = None  # a batch run again sends it again
-        id, duplicate = inbox._inserted(conn, cursor, INSERT, self.row, self.dedupe)
-        if not duplicate:
-            inbox._kept(conn, id, self.item)
-        inbox._pending_added = inbox._pending_added or not duplicate
-        return Accepted(id, duplicate=duplicate)
+        id, duplicates, owner, lease_until = inbox._inserted(
+            conn, cursor, INSERT, self.row, self.row["dedupe"]
+        )
+        if duplicates:
+            return Accepted(id, duplicate=True)
+        inbox._kept(conn, id, item)
+        if owner is None:  # left for `claim`: here, and by the device's owner elsewhere
+            inbox._pending_added = True
+            inbox._notify = inbox._notify or self.alone or self.row["owner"] is not None
+        else:
+            claimed = Entry(id, item.received_at, item.type, item.device, item.key, item.path,
+                            item.body, item.headers, "claimed", 0, item.received_at, owner,
+                            lease_until, notification=item.notification)  # fmt: skip
+            inbox._handed.append(claimed)
+        return Accepted(id, duplicate=False)

@@ -17,7 +17,6 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -48,14 +47,6 @@ log = logging.getLogger("iotpush.inbox")
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Hot:
-    owner: str
-    lease: float
-    on_claimed: Callable[[list[Entry]], None]
-    has_room: Callable[[], bool]
 
 
 class SQLiteInbox(SQLInbox):
@@ -106,8 +97,6 @@ class SQLiteInbox(SQLInbox):
         self._uri: str | None = None  # how connections open the file read-only (mode "read")
         self._retry: asyncio.Task[None] | None = None  # reopening a store that failed to open
         self._why = "it is not open"  # why writes fail while `_writer` is None
-        self._hot: _Hot | None = None
-        self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
         self._lock_file: int | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -288,11 +277,7 @@ class SQLiteInbox(SQLInbox):
     def _after_commit(self, wake: bool) -> None:
         if (wake or self._pending_added) and self._work is not None:
             self._work.set()
-        # Handed over after the futures were resolved, so a claim committed in the same batch is
-        # queued by its owner before these entries can start (their lanes keep id order anyway).
-        handed, self._handed = self._handed, []
-        if handed and self._hot is not None:
-            self._hot.on_claimed(handed)
+        self._hand_over()
 
     # receive path --------------------------------------------------------------------------
 
@@ -379,19 +364,6 @@ class SQLiteInbox(SQLInbox):
             return count
 
         return await self._write(step)
-
-    def attach(
-        self,
-        owner: str | None,
-        *,
-        lease: float = 60.0,
-        on_claimed: Callable[[list[Entry]], None] | None = None,
-        has_room: Callable[[], bool] = lambda: True,
-    ) -> None:
-        if owner is None or on_claimed is None:
-            self._hot = None
-        else:
-            self._hot = _Hot(owner, lease, on_claimed, has_room)
 
     def _insert_rejection(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
         sql = "INSERT INTO quarantine (received_at, path, status, reason, field, body, headers)"
