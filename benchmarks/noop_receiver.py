@@ -6,11 +6,13 @@ just before the inbox commit and the 200, to the handler call). A daemon thread 
 score as JSON to ``$IOTPUSH_BENCH_STATS`` every 0.25 s, for ``benchmarks/run.py`` to read::
 
     {"count": 1234, "first_at": 1767225600.1, "last_at": 1767225612.9, "delays": [0.0012, ...],
-     "timeline": [[1767225600.25, 310], [1767225600.5, 2710], ...]}
+     "timeline": [[1767225600.25, 310], [1767225600.5, 2710], ...], "held": [0.0, 0, 1240]}
 
 ``delays`` is a uniform sample (reservoir) of at most `RESERVOIR` delays in seconds; ``timeline``
 holds (time, count) every 0.25 s, so the runner can tell how many were handled by a given
-moment (the end of the load) although the file is only rewritten every 0.25 s. The handler
+moment (the end of the load) although the file is only rewritten every 0.25 s. ``held`` (a
+PostgreSQL inbox only): seconds its writes held a lock the whole cluster waits for, the
+transactions that did, and the appends committed. The handler
 is ``async`` so it runs on the event loop; with ``IOTPUSH_BENCH_SYNC_HANDLER=1`` it is a plain
 function instead, which the dispatcher runs in its thread pool, as most user code would be.
 """
@@ -21,6 +23,7 @@ import atexit
 import json
 import os
 import random
+import sys
 import threading
 import time
 from typing import Any
@@ -64,14 +67,20 @@ class Tally:
             self.timeline = self.timeline[::2]
 
     def snapshot(self) -> dict[str, Any]:
-        """The score as a JSON-ready dict."""
-        return {
+        """The score as a JSON-ready dict; on PostgreSQL, with what the process's writes held
+        for the whole cluster (`iotpush.inbox._postgres_db.HELD`)."""
+        score: dict[str, Any] = {
             "count": self.count,
             "first_at": self.first_at,
             "last_at": self.last_at,
             "delays": list(self.delays),
             "timeline": list(self.timeline),
         }
+        postgres = sys.modules.get("iotpush.inbox._postgres_db")
+        if postgres is not None:
+            held = postgres.HELD
+            score["held"] = [held.seconds, held.transactions, held.appends]
+        return score
 
 
 tally = Tally()

@@ -21,6 +21,8 @@ E2E_FIELDS = (
     "drain_s",
     "inbox_bytes",
     "bytes_per_notification",
+    "held_us_per_entry",
+    "held_transactions",
 )
 
 # The goals of issue 5.
@@ -179,6 +181,11 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         ]
         if e.get("published") is not None:
             lines.append(f"  published to JetStream: {_num(e['published'], ',.0f', 0)}")
+        if e.get("held_us_per_entry") is not None:
+            lines.append(
+                f"  held for the whole cluster: {_num(e['held_us_per_entry'], '.1f', 0)} µs"
+                f" per entry ({_num(e['held_transactions'], ',.0f', 0)} transactions)"
+            )
     return "\n".join(lines)
 
 

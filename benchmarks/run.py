@@ -180,6 +180,7 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
     span = (last_at - first_at) if first_at and last_at else 0.0
     delays_ms = [d * 1000.0 for d in stats.get("delays", [])]
     inbox = server.inbox_bytes()
+    held_s, held_transactions, appends = stats.get("held") or (None, None, None)
     return {
         "accepted": accepted,
         "handled_during": during,
@@ -195,6 +196,8 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
         "inbox_bytes": inbox,
         "bytes_per_notification": inbox / max(handled, accepted) if handled or accepted else None,
         "published": published,
+        "held_us_per_entry": held_s * 1e6 / appends if held_s is not None and appends else None,
+        "held_transactions": held_transactions,
     }
 
 

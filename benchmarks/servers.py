@@ -328,19 +328,23 @@ def _stop(process: subprocess.Popen[bytes], grace: float) -> int | None:
 
 
 def merge_scores(scores: list[dict[str, Any]]) -> dict[str, Any]:
-    """The scores of several ``noop_receiver`` processes as one: counts added, the timeline
-    summed at every moment any of them recorded."""
+    """The scores of several ``noop_receiver`` processes as one: counts (and ``held``) added,
+    the timeline summed at every moment any of them recorded."""
     firsts = [s["first_at"] for s in scores if s.get("first_at")]
     lasts = [s["last_at"] for s in scores if s.get("last_at")]
     moments = sorted({t for s in scores for t, _ in s.get("timeline", [])})
     timeline = [[t, sum(count_at(s.get("timeline", []), t, 0) for s in scores)] for t in moments]
-    return {
+    merged = {
         "count": sum(int(s["count"]) for s in scores),
         "first_at": min(firsts, default=None),
         "last_at": max(lasts, default=None),
         "delays": [d for s in scores for d in s.get("delays", [])],
         "timeline": timeline,
     }
+    held = [s["held"] for s in scores if "held" in s]
+    if held:
+        merged["held"] = [sum(column) for column in zip(*held, strict=True)]
+    return merged
 
 
 def count_at(timeline: list[list[float]], moment: float, default: int) -> int:
