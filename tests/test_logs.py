@@ -10,14 +10,16 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from iotpush.logs import JSONFormatter, TextFormatter, ensure_handler
+from iotpush.logs import CONTEXT_FIELDS, JSONFormatter, TextFormatter, ensure_handler
 
 from ._servers import ROOT, Server, free_port, serve, wait_ready
+from .conftest import EXAMPLES
 
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: "
@@ -154,3 +156,43 @@ def test_serve_log_format_json_writes_objects_and_the_startup_summary(tmp_path: 
     assert f"{receiving} and /v5/forwarding (v5)" in messages
     assert "left from the last run: 0 undelivered, 0 dead" in messages
     assert any(m.startswith("refused a push to /v1.0.0/messageReceiver: 400") for m in messages)
+
+
+def failing() -> object:
+    """A receiver whose one handler always fails: a retry, then a dead letter, are logged."""
+    from iotpush import Notification, Receiver
+
+    receiver = Receiver()
+
+    @receiver.on()
+    def refuse(notification: Notification) -> None:
+        raise RuntimeError("refused")
+
+    return receiver
+
+
+def test_serve_log_format_json_dispatcher_lines_carry_the_entry_fields(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'd.db'}"
+    push = EXAMPLES["04-deviceDataChanged"]
+    device = json.loads(push)["deviceId"]
+    with serve(
+        tmp_path, free_port(), "tests.test_logs:failing", "--log-format", "json",
+        "--max-attempts", "2", "--backoff", "0.05", store=store, env={}, name="dispatch",
+    ) as server:  # fmt: skip
+        answer = httpx.post(
+            server.url + RECEIVE, content=push, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 20
+        while "dead-lettered" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.process.terminate()
+        server.process.wait(15)
+    records = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    ours = [item for item in records if item["logger"] == "iotpush.dispatch"]
+    assert [item["level"] for item in ours] == ["WARNING", "ERROR"], ours  # a retry, the dead
+    for attempt, item in enumerate(ours, 1):
+        assert {k: item.get(k) for k in CONTEXT_FIELDS} == {
+            "entry_id": 1, "type": "deviceDataChanged", "device": device,
+            "handler": "failing.<locals>.refuse", "attempt": attempt,
+        }, item  # fmt: skip

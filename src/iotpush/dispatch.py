@@ -37,6 +37,7 @@ from ._context import Delivery, set_delivery
 from .events import AttemptFinished, AttemptStarted, Dead, Delivered, Events, Retried
 from .exceptions import HandlerTimeout, InboxError, NotificationError
 from .inbox import DeliveryInbox, Entry, decode_entry, new_owner
+from .logs import entry_context
 from .models import Notification
 from .receiver import Handler, Receiver
 
@@ -264,7 +265,9 @@ class Dispatcher:
 
     def _enqueue(self, entry: Entry) -> None:
         if entry.id in self._held:  # held already: never two deliveries of one entry here
-            log.warning("entry %d was handed over again while held; ignored", entry.id)
+            log.warning(
+                "entry %d was handed over again while held; ignored", entry.id, extra=_about(entry)
+            )
             return
         self._held.add(entry.id)
         lane_key: object = entry.device if entry.device is not None else ("entry", entry.id)
@@ -277,7 +280,10 @@ class Dispatcher:
         else:  # claimed and handed over in the same commit: keep the lane in id order
             at = bisect.bisect([queued.id for queued in lane], entry.id)
             if at == 0 and lane[0].id in self._begun:
-                log.warning("entry %d arrived after a later entry of its device began", entry.id)
+                log.warning(
+                    "entry %d arrived after a later entry of its device began", entry.id,
+                    extra=_about(entry),
+                )  # fmt: skip
                 at = 1
             lane.insert(at, entry)
 
@@ -296,7 +302,10 @@ class Dispatcher:
             try:
                 retry_in, running = await self._attempt(lane[0])
             except Exception:  # a bug of ours: the lane must not stop for good
-                log.exception("delivering entry %d failed; trying it again", lane[0].id)
+                log.exception(
+                    "delivering entry %d failed; trying it again", lane[0].id,
+                    extra=_about(lane[0], attempt=lane[0].attempts),
+                )  # fmt: skip
                 retry_in, running = self.poll_interval, None
             if retry_in is None and running is None:
                 self._next(lane_key)
@@ -314,9 +323,10 @@ class Dispatcher:
                 await asyncio.shield(running)
             if self._stopping:
                 return
+            entry = self._lanes[lane_key][0]
             log.warning(
-                "the handler thread of entry %d returned; device %s goes on",
-                self._lanes[lane_key][0].id, self._lanes[lane_key][0].device,
+                "the handler thread of entry %d returned; device %s goes on", entry.id,
+                entry.device, extra=_about(entry, attempt=entry.attempts),
             )  # fmt: skip
         if retry_in is None:
             self._next(lane_key)
@@ -358,11 +368,15 @@ class Dispatcher:
         try:  # the attempt counts from here, whatever happens to this process next
             if not await self.inbox.begin(self.owner, entry.id, attempt):
                 log.warning(
-                    "entry %d is no longer held by this process: left to its owner", entry.id
-                )
+                    "entry %d is no longer held by this process: left to its owner", entry.id,
+                    extra=_about(entry, attempt=attempt),
+                )  # fmt: skip
                 return None, None
         except InboxError as exc:
-            log.error("cannot record an attempt of entry %d: %s", entry.id, exc)
+            log.error(
+                "cannot record an attempt of entry %d: %s", entry.id, exc,
+                extra=_about(entry, attempt=attempt),
+            )  # fmt: skip
             return self.poll_interval, None
         self._begun.add(entry.id)
         entry.attempts = attempt  # what `current_entry()` tells the handlers
@@ -390,7 +404,7 @@ class Dispatcher:
             "entry %d (%s, device %s) attempt %d of %d failed in handler %s: %s;"
             " next try in %.1f s",
             entry.id, entry.type, entry.device, attempt, self.max_attempts, handler.name,
-            _reason(exc), delay,
+            _reason(exc), delay, extra=_about(entry, handler.name, attempt),
         )  # fmt: skip
         self.events.emit(
             Retried(entry.id, entry.type, entry.device, attempt, handler.name, _reason(exc), delay)
@@ -398,7 +412,10 @@ class Dispatcher:
         try:
             await self.inbox.fail(entry.id, error, attempt, self.clock() + delay)
         except InboxError as store_exc:
-            log.error("cannot record the failure of entry %d: %s", entry.id, store_exc)
+            log.error(
+                "cannot record the failure of entry %d: %s", entry.id, store_exc,
+                extra=_about(entry, handler.name, attempt),
+            )  # fmt: skip
         return delay
 
     async def _run(
@@ -480,6 +497,7 @@ class Dispatcher:
             "handler %s of entry %d (device %s) is still running after %s s: its thread cannot"
             " be stopped, so device %s waits until it returns (%d thread(s) stuck)",
             handler.name, entry.id, entry.device, self.handler_timeout, entry.device, self.stuck,
+            extra=_about(entry, handler.name, entry.attempts),
         )  # fmt: skip
         if self.stuck >= self.concurrency:
             log.error(
@@ -499,12 +517,16 @@ class Dispatcher:
             "entry %d (%s, device %s) dead-lettered after %d attempt(s)%s: %s",
             entry.id, entry.type, entry.device, attempts,
             f" in handler {handler}" if handler else "", reason,
+            extra=_about(entry, handler, attempts),
         )  # fmt: skip
         self.events.emit(Dead(entry.id, entry.type, entry.device, attempts, handler, reason))
         try:
             await self.inbox.dead(entry.id, error, attempts)
         except InboxError as exc:
-            log.error("cannot dead-letter entry %d: %s", entry.id, exc)
+            log.error(
+                "cannot dead-letter entry %d: %s", entry.id, exc,
+                extra=_about(entry, handler, attempts),
+            )  # fmt: skip
 
     def _ack(self, id: int) -> None:
         self._acks.append(id)
@@ -519,6 +541,11 @@ class Dispatcher:
                 await self.inbox.ack(ids)
             except InboxError as exc:  # they stay claimed and are delivered again later
                 log.error("cannot acknowledge %d entries: %s", len(ids), exc)
+
+
+def _about(entry: Entry, handler: str = "", attempt: int | None = None) -> dict[str, object]:
+    """The JSON log fields of a line about ``entry`` (see `iotpush.logs`)."""
+    return entry_context(entry.id, entry.type, entry.device, handler, attempt)
 
 
 def _resolve(future: asyncio.Future[Any]) -> None:

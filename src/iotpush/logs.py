@@ -31,6 +31,7 @@ __all__ = [
     "LogFormat",
     "TextFormatter",
     "ensure_handler",
+    "entry_context",
     "uvicorn_log_config",
 ]
 
@@ -40,6 +41,21 @@ CONTEXT_FIELDS: Final = ("entry_id", "type", "device", "handler", "attempt")
 """Record attributes (``extra=``) a JSON line carries when a line is about one entry."""
 
 _encode = msgspec.json.Encoder().encode
+
+
+def entry_context(
+    entry_id: int,
+    type: str,
+    device: str | None,
+    handler: str | None = None,
+    attempt: int | None = None,
+) -> dict[str, object]:
+    """The ``extra=`` of a line about one entry: the `CONTEXT_FIELDS` a JSON line carries
+    (those that are None are left out of it)."""
+    return {
+        "entry_id": entry_id, "type": type, "device": device, "handler": handler or None,
+        "attempt": attempt,
+    }  # fmt: skip
 
 
 class TextFormatter(logging.Formatter):
