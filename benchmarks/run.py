@@ -63,6 +63,7 @@ class Bench:
     postgres: str | None = None
     nats: str | None = None
     mix_v5_file: Path | None = None
+    scrape_interval: float = 1.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,6 +127,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="iotpush's handler as a plain function (run in its thread pool), not async",
     )
+    p.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=1.0,
+        help="seconds between two scrapes of iotpush's /metrics during the load (Prometheus's"
+        " default is 15) [%(default)s]",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, db)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -134,8 +142,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds = 1 if args.quick else 3
     if args.duration is None:
         args.duration = 3 if args.quick else 10
-    if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
-        p.error("--rounds, --duration and --connections must be positive")
+    if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.scrape_interval <= 0:
+        p.error("--rounds, --duration, --connections and --scrape-interval must be positive")
     if args.soak is not None and (args.soak <= 0 or (args.rate is not None and args.rate <= 0)):
         p.error("--soak and --rate must be positive")
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -202,8 +210,9 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
 
 
 class Scraper:
-    """Scrapes ``/metrics`` every second, as a Prometheus with a 1 s interval would (15 times
-    its default rate), until stopped: the metrics' cost is measured with the scrapes in it."""
+    """Scrapes ``/metrics`` every ``interval`` seconds (``--scrape-interval``: 1 s, 15 times
+    Prometheus's default rate, unless told), until stopped: the metrics' cost is measured with
+    the scrapes in it."""
 
     def __init__(self, url: str, interval: float = 1.0) -> None:
         self.url = f"{url}/metrics"
@@ -237,7 +246,8 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
     server = Server.start(
         config, workdir, bench.server_pin, env, postgres=bench.postgres, nats=bench.nats
     )
-    scraper = Scraper(server.url) if iotpush and config != "iotpush-nometrics" else None
+    scrapes_it = iotpush and config != "iotpush-nometrics"
+    scraper = Scraper(server.url, bench.scrape_interval) if scrapes_it else None
     try:
         load, wrk_report = run_wrk(
             bench.wrk,
@@ -394,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         args.postgres,
         args.nats,
         mix_v5_file,
+        args.scrape_interval,
     )
     started = time.time()
     meta = {

@@ -60,6 +60,28 @@ def test_console_bench_small_store_prints_every_page(tmp_path: Path) -> None:
     assert all(page["p99_ms"] >= page["p50_ms"] > 0 for page in pages.values())
 
 
+def test_scrape_bench_small_stores_print_the_cpu_of_a_scrape(tmp_path: Path) -> None:
+    results = tmp_path / "scrape.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scrape", "--entries", "500,2000", "--scrapes", "3",
+         "--dir", str(tmp_path), "--out", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sizes = json.loads(results.read_text())["sizes"]
+    assert list(sizes) == ["500", "2000"]
+    assert all(size["cpu_ms_median"] >= 0 and size["wall_ms_median"] > 0 for size in sizes.values())
+
+
+def test_run_scrape_interval_is_parsed_and_must_be_positive() -> None:
+    from benchmarks import run
+
+    assert run.parse_args(["--scrape-interval", "15"]).scrape_interval == 15.0
+    assert run.parse_args([]).scrape_interval == 1.0
+    with pytest.raises(SystemExit):
+        run.parse_args(["--scrape-interval", "0"])
+
+
 def test_api_scale_small_run_prints_every_endpoint() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.api_scale", "--entries", "3000", "--devices", "300",

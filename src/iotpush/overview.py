@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from .inbox import STATES, Inbox
 from .inbox._sqlbase import SQLInbox
+from .inbox.sqlite import SQLiteInbox
 from .trackers import count_unsynced
 
-__all__ = ["Entries", "Overview", "OverviewReader", "read_entries"]
+__all__ = [
+    "RECOUNT_EVERY",
+    "SETTLE",
+    "Entries",
+    "Overview",
+    "OverviewReader",
+    "RowCount",
+    "read_entries",
+]
+
+RECOUNT_EVERY: Final = 300.0
+"""Seconds between two counts of a whole table (`RowCount`): how long a purge may go unseen."""
+SETTLE: Final = 5.0
+"""Seconds after which an id PostgreSQL handed out is taken as committed or never to be."""
 
 # Each groups a small table, or counts through an index (commands_state, commands_deadline,
 # devices_status); the shadow count is `trackers.count_unsynced`.
@@ -41,27 +56,107 @@ class Entries:
     unpublished: dict[str, int]
 
 
-def _sql_entries(db: Any) -> Entries:
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    upto: int
+    """Every row with an id up to this one is counted in ``base``."""
+    base: int
+    seen: int
+    """The largest id read at ``seen_at``: ``upto`` moves there once it is ``settle`` old."""
+    seen_at: float
+    counted_at: float
+    """When the whole table was last counted."""
+
+
+class RowCount:
+    """The rows of ``table`` (``inbox``, ``quarantine``: an ``id`` that only grows), counted
+    without reading the table each time.
+
+    A ``count(*)`` reads every row: at a scrape a second, a store of millions would spend a
+    core on it. This counts the whole table once, then at each call only the rows past the
+    last id it counted (a range of the primary key: what arrived since), and adds. Rows that
+    any process appends are seen, as the store is read; rows deleted below that mark (a purge)
+    are seen at the next whole count, ``recount_every`` seconds later. On SQLite ids are handed
+    out and committed in order; on PostgreSQL a transaction may commit after a later id did,
+    so the mark only moves to an id read ``settle`` seconds before (a commit later still is
+    seen at the next whole count).
+
+    Calls may come from several threads: each reads the mark once and stores a new one
+    computed from it alone, so any interleaving leaves a consistent mark.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        settle: float = 0.0,
+        recount_every: float = RECOUNT_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settle = settle
+        self.recount_every = recount_every
+        self.clock = clock
+        settled = "COALESCE(sum(CASE WHEN id <= ? THEN 1 ELSE 0 END), 0)"
+        self._sql = f"SELECT count(*), {settled}, max(id) FROM {table} WHERE id > ?"  # noqa: S608 - our table
+        self._mark: _Mark | None = None
+
+    def __call__(self, db: Any) -> int:
+        """The rows of the table, read on ``db``."""
+        now = self.clock()
+        mark = self._mark
+        if mark is None or now - mark.counted_at >= self.recount_every:
+            upto, base, counted_at = 0, 0, now  # ids start at 1
+        else:
+            upto, base, counted_at = mark.upto, mark.base, mark.counted_at
+        seen, seen_at = (upto, now) if mark is None else (mark.seen, mark.seen_at)
+        new, settled, top = db.execute(self._sql, (seen, upto)).fetchone()
+        total = base + int(new)
+        top = upto if top is None else int(top)
+        if self.settle <= 0:
+            upto, base = top, total
+        elif now - seen_at >= self.settle:
+            upto, base = max(upto, seen), base + int(settled)
+        if self.settle <= 0 or now - seen_at >= self.settle or mark is None:
+            seen, seen_at = max(top, upto), now
+        self._mark = _Mark(upto, base, seen, seen_at, counted_at)
+        return total
+
+
+class _Counts:
+    """The `RowCount` of an inbox's entries and of its quarantine."""
+
+    def __init__(self, settle: float) -> None:
+        self.entries = RowCount("inbox", settle=settle)
+        self.quarantined = RowCount("quarantine", settle=settle)
+
+
+_counts: weakref.WeakKeyDictionary[SQLInbox, _Counts] = weakref.WeakKeyDictionary()
+
+
+def _sql_entries(db: Any, counts: _Counts) -> Entries:
     def one(sql: str) -> Any:
         row = db.execute(sql, ()).fetchone()
         return None if row is None else row[0]
 
-    total = int(one("SELECT count(*) FROM inbox"))
+    total = counts.entries(db)
     by_state = {
         state: int(one(f"SELECT count(*) FROM inbox WHERE state = '{state}'"))  # noqa: S608 - a constant
         for state in ("pending", "claimed", "dead")
     }
-    by_state["done"] = total - sum(by_state.values())
-    oldest = [  # each through its partial index (an ORDER BY id would walk the whole table)
+    by_state["done"] = max(0, total - sum(by_state.values()))  # see `RowCount`: total may lag
+    # Each through its partial index. An ORDER BY id of the claimed ones would walk the whole
+    # table; so would a bare min(received_at): the planners would walk the index on received_at
+    # until the first claimed entry, all of it when there is none. The unary + keeps them off it.
+    oldest = [
         one("SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1"),
-        one("SELECT min(received_at) FROM inbox WHERE state = 'claimed'"),
+        one("SELECT min(+received_at) FROM inbox WHERE state = 'claimed'"),
     ]
     waiting = [at for at in oldest if at is not None]
     unpublished = dict(db.execute("SELECT sink, count(*) FROM outbox GROUP BY sink", ()).fetchall())
     return Entries(
         by_state={state: by_state[state] for state in STATES},
         oldest_pending_at=min(waiting) if waiting else None,
-        quarantined=int(one("SELECT count(*) FROM quarantine")),
+        quarantined=counts.quarantined(db),
         unpublished=unpublished,
     )
 
@@ -70,11 +165,17 @@ async def read_entries(inbox: Inbox) -> Entries:
     """The inbox's figures, counted where indexes make it cheap.
 
     Counting every entry by state is a scan of the inbox; on a SQL store this asks instead for
-    what partial indexes answer at once (pending, claimed, dead, the oldest waiting) and one
-    ``count(*)``, and computes done from them.
+    what partial indexes answer at once (pending, claimed, dead, the oldest waiting: exact) and
+    for the number of entries and of quarantined requests from a `RowCount` kept per inbox
+    (exact but for a purge's deletions, and on PostgreSQL a commit late by seconds, each seen
+    within `RECOUNT_EVERY`), and computes done from them.
     """
     if isinstance(inbox, SQLInbox):
-        return await inbox.read(_sql_entries)
+        counts = _counts.get(inbox)
+        if counts is None:
+            settle = 0.0 if isinstance(inbox, SQLiteInbox) else SETTLE
+            counts = _counts[inbox] = _Counts(settle)
+        return await inbox.read(lambda db: _sql_entries(db, counts))
     stats = await inbox.stats()  # the memory inbox: no index to spare a scan, nor a need
     return Entries(
         {state: stats.by_state.get(state, 0) for state in STATES},
