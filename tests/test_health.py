@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from iotpush import Config, create_app, open_inbox
 from iotpush.events import Events, Published, SinkFailed
@@ -44,6 +45,27 @@ def test_health_ready_names_every_check(db: str) -> None:
     assert body["checks"]["store"]["reason"].startswith("a write transaction committed in")
     assert body["checks"]["dispatcher"] == {"ok": True, "reason": "the claim loop runs"}
     assert (old.status_code, old.json()) == (200, {"status": "ok"})  # kept for existing probes
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_health_ready_store_check_writes_its_row(
+    backend: str, db: str, request: pytest.FixtureRequest
+) -> None:
+    """A real write (one row of ``ready_checks``, updated in place), not an empty commit."""
+    store = db if backend == "sqlite" else request.getfixturevalue("postgres_store")
+    app = create_app(Config(store=store))
+    with running(app) as url:
+        before = time.time()
+        assert httpx.get(f"{url}/health/ready").status_code == 200
+        assert httpx.get(f"{url}/health/ready").status_code == 200
+
+    async def checked() -> list[Any]:
+        async with open_inbox(store) as inbox:
+            sql = "SELECT name, checked_at FROM ready_checks"
+            return await inbox.read(lambda db: db.execute(sql, ()).fetchall())
+
+    rows = run(checked())
+    assert len(rows) == 1 and rows[0][0] == "store" and rows[0][1] >= before, rows
 
 
 def test_health_ready_store_locked_by_another_writer_fails(tmp_path: Path) -> None:

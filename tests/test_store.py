@@ -261,6 +261,28 @@ def test_serve_on_a_full_disk_starts_answers_503_and_recovers_when_space_returns
             assert answer.status_code == 200, server.output()
 
 
+def test_serve_when_the_disk_fills_is_not_ready_until_space_returns(tmp_path: Path) -> None:
+    """The readiness check writes a row: an empty transaction would commit on a full disk."""
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        store = f"sqlite:///{disk / 'iotpush.db'}"
+        with serve(tmp_path, free_port(), "tests.test_store:quiet", store=store, env={},
+                   name="full") as server:  # fmt: skip
+            ready = httpx.get(server.url + "/health/ready", timeout=30)
+            assert ready.status_code == 200, ready.text
+            filler = fill(disk)
+            ready = httpx.get(server.url + "/health/ready", timeout=30)
+            assert ready.status_code == 503, ready.text
+            check = ready.json()["checks"]["store"]
+            assert check["ok"] is False
+            assert "full" in check["reason"], check
+            filler.unlink()
+            deadline = time.monotonic() + 30
+            while ready.status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                ready = httpx.get(server.url + "/health/ready", timeout=30)
+            assert ready.status_code == 200, (ready.text, server.output())
+
+
 def test_postgres_read_only_inbox_reads_and_refuses_writes(postgres_store: str) -> None:
     item = Incoming.from_notification(
         decode(PUSH), body=PUSH, path=RECEIVE, headers={}, received_at=time.time()

@@ -2,7 +2,8 @@
 
 ``/health/live`` says the process and its event loop answer (restart it when they do not).
 ``/health/ready`` says whether this process can do its work now (take it out of the load
-balancer when it cannot): the store commits a write transaction within ``store_timeout``, the
+balancer when it cannot): the store commits a write within ``store_timeout`` (it updates a row of
+``ready_checks``: an empty transaction would commit on a full disk too), the
 dispatcher's claim loop runs, and each sink is connected, its last publish did not fail and its
 outbox holds at most ``max_backlog`` entries. Each check has a name, ``ok`` and a reason::
 
@@ -23,11 +24,18 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from .events import Events, Published, SinkFailed
+from .inbox._sqlbase import SQLInbox
 from .overview import OverviewReader
 
 __all__ = ["DEFAULT_MAX_BACKLOG", "Check", "Health", "Report"]
 
 DEFAULT_MAX_BACKLOG: Final = 10_000
+
+# One row, whichever process of a cluster writes it: the table never grows.
+_WRITE = (
+    "INSERT INTO ready_checks (name, checked_at) VALUES ('store', ?)"
+    " ON CONFLICT (name) DO UPDATE SET checked_at = excluded.checked_at"
+)
 
 
 class Check(msgspec.Struct, frozen=True):
@@ -123,10 +131,17 @@ class Health:
         return _report(checks)
 
     async def _store(self) -> Check:
+        inbox = self.overview.inbox
         started = time.perf_counter()
+        now = time.time()
+
+        def write(db: Any) -> None:
+            if isinstance(inbox, SQLInbox):  # the memory inbox has no disk to fill
+                db.execute(_WRITE, (now,))
+
         try:
             async with asyncio.timeout(self.store_timeout):
-                await self.overview.inbox.transact(lambda db: None)
+                await inbox.transact(write)
         except TimeoutError:
             return Check(False, f"no write transaction committed within {self.store_timeout:g} s")
         except Exception as exc:  # noqa: BLE001 - any store failure is the reason

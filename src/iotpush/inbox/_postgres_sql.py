@@ -97,6 +97,11 @@ CREATE TABLE IF NOT EXISTS purges (
     last_received DOUBLE PRECISION NOT NULL,
     last_id BIGINT NOT NULL
 );
+-- The row /health/ready writes: a write that needs room on the disk, unlike an empty commit.
+CREATE TABLE IF NOT EXISTS ready_checks (
+    name TEXT PRIMARY KEY,
+    checked_at DOUBLE PRECISION NOT NULL
+);
 """,
 )
 

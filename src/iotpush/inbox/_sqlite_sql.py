@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS purges (
     last_received REAL NOT NULL,
     last_id INTEGER NOT NULL
 );
+-- The row /health/ready writes: a write that needs room on the disk, unlike an empty commit.
+CREATE TABLE IF NOT EXISTS ready_checks (
+    name TEXT PRIMARY KEY,
+    checked_at REAL NOT NULL
+);
 """
 
 # No upsert: SQLite takes an AUTOINCREMENT id for an INSERT even when its ON CONFLICT clause

@@ -41,6 +41,7 @@ from . import (
     m0005_purges,
     m0006_query_pages,
     m0007_history_entry_indexes,
+    m0008_ready_checks,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
             m0005_purges,
             m0006_query_pages,
             m0007_history_entry_indexes,
+            m0008_ready_checks,
         ),
         start=1,
     )
