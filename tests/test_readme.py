@@ -6,7 +6,8 @@ A block that cannot run here (systemd, nginx, another host) is marked on the lin
 the quick start's second terminal does) is marked ``<!-- run with a server -->``, and gets one
 on a free port, with ``IOTPUSH_SEND_URL`` pointing at it. A Python block whose first line is
 ``# NAME.py`` is also written to ``NAME.py``, for the blocks after it to import. In console
-output, times, durations and other decimals are compared as "a number"; a command marked
+output, times, durations (decimals, and whole milliseconds: ``3 ms``) and other decimals are
+compared as "a number"; a command marked
 ``# trimmed`` has its output unchecked.
 """
 
@@ -29,8 +30,9 @@ _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 _NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->\s*$")
 _WITH_SERVER = "<!-- run with a server -->"
 _END = "@@readme-command-done@@"
-# Values that differ from run to run: ISO times, decimals (durations, rates, Unix times).
-_VOLATILE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z|\d+\.\d+")
+# Values that differ from run to run: ISO times, decimals (durations, rates, Unix times), whole
+# milliseconds.
+_VOLATILE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z|\d+\.\d+|\b\d+(?= ms\b)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ def test_blocks_marked_not_run_are_told_apart_and_continuations_joined() -> None
         ("console", "needs systemd", 4), ("python", None, 9)
     ]  # fmt: skip
     assert commands(found[0].text) == [Command("x \\\n  --y", ["out"])]
+
+
+def test_normalised_masks_times_decimals_and_milliseconds() -> None:
+    line = "at 2026-12-01T14:46:30.123Z, 2.06 s and 12 ms; 200 pushes, 3 msgs"
+    assert normalised([line]) == ["at <n>, <n> s and <n> ms; 200 pushes, 3 msgs"]
 
 
 def _free_port() -> int:
