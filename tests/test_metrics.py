@@ -27,7 +27,7 @@ from iotpush.events import (
 )
 from iotpush.inbox import Incoming, Rejection
 from iotpush.metrics import Metrics
-from iotpush.overview import OverviewReader
+from iotpush.overview import FLEET_TTL, OverviewReader
 
 from .conftest import RECEIVE, Recorder, running, wait_until
 from .conftest import run as run_async
@@ -199,7 +199,7 @@ def test_metrics_tracker_gauges_count_commands_devices_and_shadows() -> None:
     app = create_app(Config(store="memory://"))
     clock_now = time.time()
 
-    async def main() -> Samples:
+    async def main() -> tuple[Samples, Samples]:
         async with testing.lifespan(app):
             for body in (
                 testing.build("deviceAdded", device_id="a", device_info={"status": "ONLINE"}),
@@ -214,10 +214,16 @@ def test_metrics_tracker_gauges_count_commands_devices_and_shadows() -> None:
             tracking = app.state["tracking"]
             await tracking.expect("c2", "a", timeout=0.001)
             await tracking.expect("c3", "a", timeout=3600)
-            app.state["overview"].clock = lambda: clock_now + 10
-            return samples(await app.state["metrics"].render())
+            overview = app.state["overview"]
+            overview.clock = lambda: clock_now + 10
+            stale = samples(await app.state["metrics"].render())
+            overview.clock = lambda: clock_now + 10 + FLEET_TTL
+            return stale, samples(await app.state["metrics"].render())
 
-    found = run_async(main())
+    stale, found = run_async(main())
+    # The fleet's figures are read at most every FLEET_TTL seconds; overdue at every scrape.
+    assert value(stale, "iotpush_devices", status="ONLINE") is None
+    assert value(stale, "iotpush_commands_overdue") == 1
     assert value(found, "iotpush_devices", status="ONLINE") == 2
     assert value(found, "iotpush_devices", status="OFFLINE") == 1
     assert value(found, "iotpush_commands", state="SUCCESSFUL") == 1

@@ -21,6 +21,7 @@ from .inbox.sqlite import SQLiteInbox
 from .trackers import count_unsynced
 
 __all__ = [
+    "FLEET_TTL",
     "RECOUNT_EVERY",
     "SETTLE",
     "Entries",
@@ -32,6 +33,8 @@ __all__ = [
 
 RECOUNT_EVERY: Final = 300.0
 """Seconds between two counts of a whole table (`RowCount`): how long a purge may go unseen."""
+FLEET_TTL: Final = 30.0
+"""Seconds an `OverviewReader` keeps the fleet's figures (commands, devices, shadows)."""
 SETTLE: Final = 5.0
 """Seconds after which an id PostgreSQL handed out is taken as committed or never to be."""
 
@@ -208,16 +211,28 @@ class Overview:
 class OverviewReader:
     """Reads an `Overview` from ``inbox``, at most once per ``ttl`` seconds.
 
+    The figures of the fleet (commands by state, devices by status, unsynced shadows) are
+    counted over tables that grow with it (55 ms of CPU for 93,000 devices and 69,000
+    commands): they are read at most once per ``fleet_ttl`` seconds. Overdue commands (an index
+    range, and an alert rule's input) and the inbox's figures are read at every reading.
+
     Concurrent callers share one reading. A reading that fails raises to every caller waiting
     for it (`iotpush.InboxError` and the like) and is not cached.
     """
 
     def __init__(
-        self, inbox: Inbox, *, ttl: float = 1.0, clock: Callable[[], float] = time.time
+        self,
+        inbox: Inbox,
+        *,
+        ttl: float = 1.0,
+        fleet_ttl: float = FLEET_TTL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.inbox = inbox
         self.ttl = ttl
+        self.fleet_ttl = fleet_ttl
         self.clock = clock
+        self._fleet: tuple[float, dict[str, int], int, dict[str, int]] | None = None
         self._last: Overview | None = None
         self._reading: asyncio.Future[Overview] | None = None
 
@@ -246,7 +261,15 @@ class OverviewReader:
             devices = {str(status): int(n) for status, n in db.execute(_DEVICES, ()).fetchall()}
             return commands, int(overdue), int(unsynced), devices
 
-        commands, overdue, unsynced, devices = await self.inbox.read(trackers)
+        fleet = self._fleet
+        if fleet is None or not 0 <= now - fleet[0] < self.fleet_ttl:
+            commands, overdue, unsynced, devices = await self.inbox.read(trackers)
+            self._fleet = (now, commands, unsynced, devices)
+        else:
+            _, commands, unsynced, devices = fleet
+            overdue = await self.inbox.read(
+                lambda db: int(db.execute(_OVERDUE, (now,)).fetchone()[0])
+            )
         oldest = entries.oldest_pending_at
         age = None if oldest is None else self.inbox.clock() - oldest
         overview = Overview(
