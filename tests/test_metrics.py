@@ -318,3 +318,33 @@ def test_metrics_and_alerts_failures_in_a_row_from_a_real_server(
     assert value(found, "iotpush_ack_seconds_count") == 4
     errors = [r.getMessage() for r in caplog.records if r.name == "iotpush.alerts"]
     assert any(m.startswith("3 answers in a row were failures for the platform") for m in errors)
+
+
+def test_tallies_give_the_samples_of_the_client_librarys_counter_and_histogram() -> None:
+    """`_tallies` (no lock) stands in for prometheus_client's metrics: the same series."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from iotpush._tallies import Buckets, Counts
+    from iotpush.metrics import ACK_BUCKETS
+
+    registry = CollectorRegistry()
+    counter = Counter("c", "C.", ["a", "b"], registry=registry)
+    histogram = Histogram("h", "H.", ["t"], buckets=ACK_BUCKETS, registry=registry)
+    counts, buckets = Counts("c", "C.", ["a", "b"]), Buckets("h", "H.", ACK_BUCKETS, ["t"])
+    for n, seconds in enumerate((0.0005, 0.001, 0.0011, 2.5, 15.0, 15.5, 0.001)):
+        key = ("x", "y" if n % 2 else "z")
+        counter.labels(*key).inc()
+        counts.inc(key)
+        histogram.labels(key[1]).observe(seconds)
+        buckets.observe((key[1],), seconds)
+
+    def shown(text: bytes) -> Samples:
+        return {k: v for k, v in samples(text).items() if not k[0].endswith("_created")}
+
+    class Tallies:
+        def collect(self) -> Any:
+            return [counts.family(), buckets.family()]
+
+    ours = CollectorRegistry()
+    ours.register(Tallies())
+    assert shown(generate_latest(ours)) == shown(generate_latest(registry))

@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._tallies import Buckets, Counts
 from .events import (
     REFUSAL_REASONS,
     Answered,
@@ -96,32 +97,31 @@ class Metrics:
     ) -> None:
         self.overview = overview
         self.registry = registry = CollectorRegistry()
-        self.received = Counter(
+        # The metrics of every push are plain numbers (`_tallies`): the listeners and the scrape
+        # all run on the event loop, so they need none of the client library's locks.
+        self.received = Counts(
             "iotpush_notifications_received", "Pushes committed to the inbox, by type and outcome"
-            " (accepted, or duplicate: seen before, not delivered again).",
-            ["type", "outcome"], registry=registry,
+            " (accepted, or duplicate: seen before, not delivered again).", ["type", "outcome"],
         )  # fmt: skip
         self.refused = Counter(
             "iotpush_requests_refused", "Requests refused, by reason.", ["reason"],
             registry=registry,
         )  # fmt: skip
-        self.ack = Histogram(
+        self.ack = Buckets(
             "iotpush_ack_seconds", "From a push's arrival to its answer (the platform waits 15 s).",
-            buckets=ACK_BUCKETS, registry=registry,
+            ACK_BUCKETS,
         )  # fmt: skip
-        self.deliveries = Counter(
+        self.deliveries = Counts(
             "iotpush_deliveries", "Delivery outcomes by type: delivered, retried (an attempt"
-            " failed, another follows) or dead (dead-lettered).",
-            ["type", "outcome"], registry=registry,
+            " failed, another follows) or dead (dead-lettered).", ["type", "outcome"],
         )  # fmt: skip
-        self.handler = Histogram(
+        self.handler = Buckets(
             "iotpush_handler_seconds", "Time of one handler call, by notification type.",
-            ["type"], buckets=HANDLER_BUCKETS, registry=registry,
+            HANDLER_BUCKETS, ["type"],
         )  # fmt: skip
-        self.lag = Histogram(
-            "iotpush_delivery_lag_seconds", "From a push's receipt to its delivery.",
-            buckets=LAG_BUCKETS, registry=registry,
-        )  # fmt: skip
+        self.lag = Buckets(
+            "iotpush_delivery_lag_seconds", "From a push's receipt to its delivery.", LAG_BUCKETS
+        )
         self.published = Counter(
             "iotpush_sink_published", "Entries a sink acknowledged.", ["sink"], registry=registry
         )
@@ -129,11 +129,6 @@ class Metrics:
             "iotpush_sink_errors", "Failed publish attempts of a sink.", ["sink"],
             registry=registry,
         )  # fmt: skip
-        self.last_received = Gauge(
-            "iotpush_last_received_timestamp_seconds",
-            "When the last push was committed (Unix seconds; the start time until one is).",
-            registry=registry,
-        )
         self.failures = Gauge(
             "iotpush_consecutive_failures",
             "Answers in a row the platform counts as failures (5xx, past 15 s); a 200 resets it."
@@ -148,11 +143,12 @@ class Metrics:
             "iotpush_purge_seconds", "Time of one retention round (in short transactions).",
             buckets=HANDLER_BUCKETS, registry=registry,
         )  # fmt: skip
+        registry.register(_TallyCollector(self))
         registry.register(_StoreCollector(self))
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
-        self.last_received.set(clock())
+        self.last_received = clock()
         for reason in REFUSAL_REASONS:  # every reason from the start: rate() needs the zero
             self.refused.labels(reason)
         for sink in sinks:
@@ -160,12 +156,6 @@ class Metrics:
             self.sink_errors.labels(sink)
         self._snapshot: Overview | None = None
         self._failures = 0
-        # Children by label values: `labels()` takes a lock and builds a key on every call.
-        self._received: dict[tuple[str, bool], Counter] = {}
-        self._delivered: dict[tuple[str, str], Counter] = {}
-        self._handler: dict[str, Histogram] = {}
-        self._observe_ack = self.ack.observe
-        self._set_last = self.last_received.set
         events.subscribe(self._on_answered, Answered)
         events.subscribe(self._on_received, Received)
         events.subscribe(self._on_refused, Refused)
@@ -191,7 +181,7 @@ class Metrics:
 
     def _on_answered(self, event: object) -> None:
         assert isinstance(event, Answered)
-        self._observe_ack(event.seconds)
+        self.ack.observe((), event.seconds)
         failed = platform_failure(event)
         if failed:
             self._failures += 1
@@ -202,13 +192,8 @@ class Metrics:
 
     def _on_received(self, event: object) -> None:
         assert isinstance(event, Received)
-        key = (event.type, event.duplicate)
-        child = self._received.get(key)
-        if child is None:
-            outcome = "duplicate" if event.duplicate else "accepted"
-            child = self._received[key] = self.received.labels(event.type, outcome)
-        child.inc()
-        self._set_last(event.at)
+        self.received.inc((event.type, "duplicate" if event.duplicate else "accepted"))
+        self.last_received = event.at
 
     def _on_refused(self, event: object) -> None:
         assert isinstance(event, Refused)
@@ -216,21 +201,13 @@ class Metrics:
 
     def _on_attempt(self, event: object) -> None:
         assert isinstance(event, AttemptFinished)
-        child = self._handler.get(event.type)
-        if child is None:
-            child = self._handler[event.type] = self.handler.labels(event.type)
-        child.observe(event.seconds)
+        self.handler.observe((event.type,), event.seconds)
 
     def _on_delivery(self, event: object) -> None:
         assert isinstance(event, Delivered | Retried | Dead)
-        outcome = _OUTCOMES[type(event)]
-        key = (event.type, outcome)
-        child = self._delivered.get(key)
-        if child is None:
-            child = self._delivered[key] = self.deliveries.labels(event.type, outcome)
-        child.inc()
+        self.deliveries.inc((event.type, _OUTCOMES[type(event)]))
         if isinstance(event, Delivered):
-            self.lag.observe(event.lag)
+            self.lag.observe((), event.lag)
 
     def _on_sink(self, event: object) -> None:
         if isinstance(event, Published):
@@ -246,6 +223,26 @@ class Metrics:
 
 
 _OUTCOMES: Final[dict[type, str]] = {Delivered: "delivered", Retried: "retried", Dead: "dead"}
+
+
+class _TallyCollector(Collector):
+    """The metrics the listeners keep as plain numbers (`_tallies`)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # collected at each scrape only
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield from (m.received.family(), m.deliveries.family())
+        yield from (m.ack.family(), m.handler.family(), m.lag.family())
+        yield GaugeMetricFamily(
+            "iotpush_last_received_timestamp_seconds",
+            "When the last push was committed (Unix seconds; the start time until one is).",
+            value=m.last_received,
+        )
 
 
 class _StoreCollector(Collector):
