@@ -196,6 +196,52 @@ def test_server_headers_slower_than_header_timeout_get_the_connection_closed(
     assert tally(Received) == 0
 
 
+def test_server_header_timeout_class_keeps_the_keep_alive_bound_with_httptools() -> None:
+    # With httptools the header timeout's sweep also enforces keep-alive (uvicorn's own timer
+    # per request is not armed): an idle connection still goes after the keep-alive timeout.
+    app = create_app(Config(receiver=Recorder(), store="memory://"))
+    protocol = with_header_timeout(HttpToolsProtocol, 30.0)
+    with running(app, http=protocol, timeout_keep_alive=1) as url, connection(url) as sock:
+        answer = health(sock)
+        rest = read_until_closed(sock)  # idle: closed by the server
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert rest == b""
+
+
+@pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
+def test_server_header_timeout_lets_a_slow_request_past_keep_alive(base: type[Any]) -> None:
+    # Keep-alive bounds an idle connection; a request whose bytes are coming is bound by the
+    # header timeout only (as with uvicorn's own keep-alive timer).
+    app = create_app(Config(receiver=Recorder(), store="memory://"))
+    protocol = with_header_timeout(base, 30.0)
+    with running(app, http=protocol, timeout_keep_alive=1) as url, connection(url) as sock:
+        first = health(sock)
+        for byte in b"GET /health HTTP/1.1\r\n":
+            sock.sendall(bytes([byte]))
+            time.sleep(0.08)  # 1.8 s in all: past the keep-alive bound
+        sock.sendall(b"host: x\r\n\r\n")
+        second = b""
+        while not second.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            second += chunk
+    assert first.startswith(b"HTTP/1.1 200")
+    assert second.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
+def test_server_header_timeout_answers_pipelined_requests(base: type[Any]) -> None:
+    app = create_app(Config(receiver=Recorder(), store="memory://"))
+    with running(app, http=with_header_timeout(base, 30.0)) as url, connection(url) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n" * 3)
+        answers = b""
+        while answers.count(b'{"status":"ok"}') < 3:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200") == 3
+
+
 def cycles_left() -> int:
     """uvicorn request cycles still in memory (without keeping any: a list would)."""
     gc.collect()
