@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint bench bench-quick bench-soak bench-retention bench-pg bench-nats bench-console bench-api bench-metrics clean
+.PHONY: install run test check lint bench bench-quick bench-soak bench-retention bench-pg bench-nats bench-console bench-api bench-metrics bench-big bench-fleet clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench-console: $(STAMP)  ## the console's pages on a store of 1M entries: p50 an
 
 bench-metrics: $(STAMP)  ## iotpush with /metrics scraped every second vs --no-metrics, alternated
 	$(PY) benchmarks/run.py --configs iotpush,iotpush-nometrics --rounds 6
+
+bench-big: $(STAMP)  ## ingest on a store of 2M entries vs an empty one, alternated: ok/s, CPU, ratio
+	$(PY) -m benchmarks.bigstore --entries 2000000
+
+bench-fleet: $(STAMP)  ## the same with 300k devices in the store and in the load
+	$(PY) -m benchmarks.bigstore --entries 2000000 --devices 300000
 
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300

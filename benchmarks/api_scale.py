@@ -6,13 +6,14 @@
 
 The store is filled quickly and realistically: the bench mix's bodies (`bodies.py`), each device
 token drawn from ``--devices`` devices, received over the last ``--hours`` hours, inserted in
-transactions of 20,000 rows with the trackers applied to each entry through the projections
-``iotpush serve`` wires (so every tracker table holds what that traffic makes); then one device
-service in ten gets desired properties registered and not yet confirmed, so that the unsynced
-list has pages. Then each
-endpoint is asked ``--requests`` times, one at a time, through the query API's ASGI app in this
-process (no HTTP stack: the figure is the query and its JSON), with a random device, command,
-operation or page each time. A filled SQLite file can be kept (``--keep``) and reused.
+transactions of 20,000 rows (each with its real idempotency key and dedupe slot) with the
+trackers applied to each entry through the projections ``iotpush serve`` wires (so every tracker
+table holds what that traffic makes); then one device service in ten gets desired properties
+registered and not yet confirmed, so that the unsynced list has pages. Then each endpoint is
+asked ``--requests`` times, one at a time, through the query API's ASGI app in this process (no
+HTTP stack: the figure is the query and its JSON), with a random device, command, operation or
+page each time. A filled SQLite file can be kept (``--keep``) and reused. `bigstore.py` fills
+its big store the same way.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmarks import bodies, services
 from iotpush import trackers
 from iotpush.api import QueryAPI
+from iotpush.idempotency import key_and_slot
 from iotpush.inbox import Inbox, _migrations
-from iotpush.models import decode
+from iotpush.inbox._sqlbase import slot_digest
+from iotpush.models import Notification, decode
 from iotpush.projections import Projections
 from iotpush.server import PROJECTIONS, open_inbox
 from iotpush.trackers._common import key_cursor
@@ -46,19 +49,28 @@ from iotpush.tracking import Tracking
 
 BATCH = 20_000
 INSERT = (
-    "INSERT INTO inbox (id, received_at, type, device, key, path, body, headers, state,"
-    " attempts, due_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, '{}', 'done', 1, ?, ?)"
+    "INSERT INTO inbox (id, received_at, type, device, key, dedupe, path, body, headers, state,"
+    " attempts, due_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', 'done', 1, ?, ?)"
 )
+RELEASE = "UPDATE inbox SET dedupe = NULL WHERE dedupe = ?"
+
+device_id = bodies.device_id
 
 
-def device_id(d: int) -> str:
-    """The id of bench device ``d``."""
-    return f"{bodies.DEVICE_PREFIX}{d:012d}"
+def _route(path: str) -> str:
+    return "command" if path == bodies.COMMAND_PATH else "notify"
 
 
-def entries(count: int, devices: int, start: float, span: float) -> Iterator[tuple[Any, ...]]:
-    """Inbox rows of ``count`` notifications of the bench mix over ``devices`` devices, received
-    from ``start`` over ``span`` seconds, in id order."""
+def entries(
+    count: int, devices: int, start: float, span: float
+) -> Iterator[tuple[tuple[Any, ...], Notification, bytes | None]]:
+    """Inbox rows of ``count`` notifications of the bench mix (requests 0 to ``count - 1``)
+    over ``devices`` devices, received from ``start`` over ``span`` seconds, in id order; each
+    with its notification, and its slot's digest when that slot is a state shared with earlier
+    entries (which then give it up), else None.
+
+    Each row holds the entry's real idempotency key and slot digest, as ``append`` writes them.
+    """
     mix = bodies.build_mix()
     rng = random.Random(18)
     for n in range(count):
@@ -69,12 +81,12 @@ def entries(count: int, devices: int, start: float, span: float) -> Iterator[tup
             p if isinstance(p, str) else device if p == 2 else bodies.token_value(p, n)
             for p in parts
         ).encode()
+        notification = decode(body, _route(template.path))  # type: ignore[arg-type]
+        key, slot = key_and_slot(notification)
+        dedupe = slot_digest(slot)
         at = start + span * n / count
-        yield (n + 1, at, template.type, device, f"k{n}", template.path, body, at, at)
-
-
-def _route(path: str) -> str:
-    return "command" if path == bodies.COMMAND_PATH else "notify"
+        row = (n + 1, at, template.type, device, key, dedupe, template.path, body, at, at)
+        yield row, notification, None if slot == key else dedupe
 
 
 def fill_sqlite(path: Path, count: int, devices: int, start: float, span: float) -> None:
@@ -114,19 +126,26 @@ def copy_to_postgres(path: Path, url: str) -> None:
     source.close()
 
 
-def _fill(db: Any, count: int, devices: int, start: float, span: float) -> None:
+def _fill(db: sqlite3.Connection, count: int, devices: int, start: float, span: float) -> None:
     projections = Projections(PROJECTIONS)
     rows = entries(count, devices, start, span)
     began, done = time.perf_counter(), 0
     while batch := list(itertools.islice(rows, BATCH)):
         db.execute("BEGIN")
-        if isinstance(db, sqlite3.Connection):
-            db.executemany(INSERT, batch)
-        else:  # PostgreSQL: the id is GENERATED ALWAYS, the bench's ids are given with OVERRIDING
-            db.executemany(INSERT.replace(") VALUES", ") OVERRIDING SYSTEM VALUE VALUES"), batch)
-        for id, at, type_, _, _, path, body, *_ in batch:
+        # A state slot is held by its latest entry only: earlier holders give it up first.
+        shared = {state for _, _, state in batch if state is not None}
+        db.executemany(RELEASE, [(state,) for state in shared])
+        last = {state: row[0] for row, _, state in batch if state is not None}
+        db.executemany(
+            INSERT,
+            [
+                row if state is None or last[state] == row[0] else (*row[:5], None, *row[6:])
+                for row, _, state in batch
+            ],
+        )
+        for (id, at, type_, *_), notification, _ in batch:
             if projections.wants(type_):
-                projections.apply(db, id, at, decode(body, _route(path)))  # type: ignore[arg-type]
+                projections.apply(db, id, at, notification)
         db.execute("COMMIT")
         done += len(batch)
         rate = done / (time.perf_counter() - began)

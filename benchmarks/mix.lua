@@ -4,7 +4,8 @@
 --
 -- MIX.lua is the table `python -m benchmarks.bodies --lua MIX.lua` writes: templates whose parts
 -- are literal strings or token numbers (1 counter, 2 pooled device id, 3 unique device id,
--- 4 platform time). Request n uses template n mod #items, exactly as bodies.render(t, n) does.
+-- 4 platform time). Request n uses template n mod #items, exactly as bodies.render(t, n) does;
+-- n starts at the table's `first` (0 unless a prefilled store holds the earlier requests).
 -- done() prints one line "IOTPUSH_BENCH_JSON {...}" that benchmarks/run.py reads.
 
 local thread_count = 0
@@ -24,7 +25,7 @@ function init(args)
   items, n_items = mix.items, #mix.items
   devices, base_time = mix.devices, mix.base_time
   device_prefix, unique_prefix = mix.device_prefix, mix.unique_prefix
-  counter = (thread_index or 0) * 1e10
+  counter = (thread_index or 0) * 1e10 + (mix.first or 0)
 end
 
 function request()
