@@ -128,10 +128,12 @@ RETURNING id
 """
 
 # A new entry may go straight to the attached owner unless an earlier entry of its device is
-# waiting in the inbox or held by another owner (the same rule as CLAIM).
+# waiting in the inbox or held by another owner (the same rule as CLAIM). Read through the
+# partial index of open entries, which holds only those: left to itself, the planner takes the
+# index of every entry by device, and reads each of the device's entries ever kept.
 BLOCKED = """
-SELECT 1 FROM inbox WHERE device = ? AND state IN ('pending', 'claimed')
-    AND (state = 'pending' OR owner <> ?) LIMIT 1
+SELECT 1 FROM inbox INDEXED BY inbox_open_device
+WHERE device = ? AND state IN ('pending', 'claimed') AND (state = 'pending' OR owner <> ?) LIMIT 1
 """
 
 # Claims of other owners whose lease ended go back (never the claimer's own: its clock may have
