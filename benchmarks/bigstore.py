@@ -4,19 +4,24 @@
     python -m benchmarks.bigstore --devices 300000       # 2M entries over 300k devices
     python -m benchmarks.bigstore --entries 200000 --rounds 1 --duration 3     # a quick look
     python -m benchmarks.bigstore --store /tmp/big.db    # fill once, reuse in later runs
+    python -m benchmarks.bigstore --before /tmp/old      # also the big store on older code
 
 The store is filled once per run by the query API benchmark's filler (`api_scale.fill_sqlite`):
 requests 0 to N-1 of the bench mix, each device drawn from ``--devices``, with their real
 idempotency keys and dedupe slots, every tracker applied, all delivered. Each "big" run gets a
 fresh copy of that file; each "empty" run a new store. Both get the same load: `run.py`'s wrk
 mix with device ids from the same pool of ``--devices``, numbered from N on (so no request
-duplicates a stored one). The runs alternate (empty, big, big, empty, ...).
+duplicates a stored one). The runs alternate (empty, big, big, empty, ...). With ``--before DIR``
+(a checkout of an earlier iotpush, e.g. ``git worktree add DIR COMMIT``), a third kind of run,
+``before``, serves a copy of the big store with that code (its ``src`` first on the server's
+``PYTHONPATH``): before and after in the same run. (The filled store is made by this code's
+migrations: the earlier code must read its schema version.)
 
 Per run: ``ok/s``, the server's CPU per notification (user + system time of its process from
 the load's start until its handlers caught up, divided by the notifications handled), its read
 system calls and bytes written per notification (``/proc/PID/io``: SQLite reads pages with
 ``pread``, so the difference between big and empty is the pages SQLite read from the file), and
-the ratio big / empty of each pair. See benchmarks/README.md.
+the ratio of each kind / empty in its round. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks import api_scale, bodies
 from benchmarks.run import end_to_end, machine, plan, write_results
-from benchmarks.servers import BenchError, Server, iotpush_command, pinning, process_tree
+from benchmarks.servers import ROOT, BenchError, Server, iotpush_command, pinning, process_tree
 from benchmarks.wrk import ensure_wrk, run_wrk
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bigstore.json"
 KINDS = ["empty", "big"]
+BEFORE = "before"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,9 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="fill this file and keep it, or reuse it if it exists (its entries decide N)",
     )
+    p.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of earlier iotpush code: also run the big store on it",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results file [%(default)s]")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     args = p.parse_args(argv)
+    if args.before is not None and not (args.before / "src" / "iotpush").is_dir():
+        p.error(f"--before {args.before}: no src/iotpush there")
+    args.kinds = [*KINDS, BEFORE] if args.before is not None else KINDS
     if min(args.entries, args.devices, args.rounds, args.duration, args.connections) < 1:
         p.error("--entries, --devices, --rounds, --duration and --connections must be positive")
     return args
@@ -122,10 +136,13 @@ def measure(
     """One run: a store (``big``'s copy or none), the server, the load, the drain."""
     workdir = ctx["workroot"] / f"{kind}-{round_}"
     workdir.mkdir()
-    if kind == "big":
+    env: dict[str, str] = {}
+    if kind != "empty":
         shutil.copyfile(big, workdir / "bench.db")
+    if kind == BEFORE:  # that code first; the benchmark's receiver from here
+        env["PYTHONPATH"] = os.pathsep.join([str(args.before.resolve() / "src"), str(ROOT)])
     load_before = os.getloadavg()[0]
-    server = Server.start("iotpush", workdir, ctx["server_pin"])
+    server = Server.start("iotpush", workdir, ctx["server_pin"], env)
     try:
         before = sample(server)
         load, _ = run_wrk(
@@ -160,42 +177,45 @@ def measure(
     }
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per kind and of the big / empty ratios of each round."""
-    summary: dict[str, Any] = {}
-    for kind in KINDS:
+def summarize(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
+    """Medians per kind, and of each kind's ratios to the empty store's run of its round."""
+    summary: dict[str, Any] = {"ratios": {}, "ratio": {}}
+    for kind in kinds:
         mine = [r for r in runs if r["kind"] == kind]
         summary[kind] = {
             name: statistics.median(r[name] for r in mine)
             for name in ("ok_rps", "cpu_us", "reads", "written_bytes")
         }
-    ratios: dict[str, list[float]] = {"ok_rps": [], "cpu_us": []}
-    for round_ in sorted({r["round"] for r in runs}):
-        pair = {r["kind"]: r for r in runs if r["round"] == round_}
-        for name, values in ratios.items():
-            if pair["empty"][name]:
-                values.append(pair["big"][name] / pair["empty"][name])
-    summary["ratios"] = {name: values for name, values in ratios.items()}
-    summary["ratio"] = {name: statistics.median(v) for name, v in ratios.items() if v}
+        if kind == "empty":
+            continue
+        ratios: dict[str, list[float]] = {"ok_rps": [], "cpu_us": []}
+        for run in mine:
+            empty = next(r for r in runs if r["round"] == run["round"] and r["kind"] == "empty")
+            for name, values in ratios.items():
+                if empty[name]:
+                    values.append(run[name] / empty[name])
+        summary["ratios"][kind] = ratios
+        summary["ratio"][kind] = {name: statistics.median(v) for name, v in ratios.items() if v}
     return summary
 
 
-def table(summary: dict[str, Any]) -> str:
+def table(summary: dict[str, Any], kinds: list[str]) -> str:
     """The medians as a table, with the ratios."""
     lines = [
         f"{'store':<8}{'ok/s':>9}{'CPU us/notif':>14}{'reads/notif':>13}{'written B/notif':>17}"
     ]
-    for kind in KINDS:
+    for kind in kinds:
         s = summary[kind]
         lines.append(
             f"{kind:<8}{s['ok_rps']:>9,.0f}{s['cpu_us']:>14.0f}{s['reads']:>13.1f}"
             f"{s['written_bytes']:>17,.0f}"
         )
-    each = ", ".join(f"{r:.2f}" for r in summary["ratios"]["ok_rps"])
-    lines.append(
-        f"big / empty: ok/s {summary['ratio']['ok_rps']:.2f} (each round: {each}),"
-        f" CPU per notification {summary['ratio']['cpu_us']:.2f}"
-    )
+    for kind, ratio in summary["ratio"].items():
+        each = ", ".join(f"{r:.2f}" for r in summary["ratios"][kind]["ok_rps"])
+        lines.append(
+            f"{kind} / empty: ok/s {ratio['ok_rps']:.2f} (each round: {each}),"
+            f" CPU per notification {ratio['cpu_us']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -224,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         runs = []
-        order = plan(KINDS, args.rounds)  # type: ignore[arg-type]
+        order = plan(args.kinds, args.rounds)  # type: ignore[arg-type]
         for i, (round_, kind) in enumerate(order, 1):
             run = measure(kind, round_, big, mix, args, ctx)
             runs.append(run)
@@ -244,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
-    summary = summarize(runs)
+    summary = summarize(runs, args.kinds)
     print()
-    print(table(summary))
+    print(table(summary, args.kinds))
     meta = {
         "started_at": started,
         "finished_at": time.time(),

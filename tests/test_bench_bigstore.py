@@ -63,11 +63,11 @@ def test_filled_store_dedupes_its_requests_and_not_the_next(tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
-def test_bigstore_small_run_prints_the_pair_and_its_ratio(tmp_path: Path) -> None:
+def test_bigstore_small_run_prints_each_kind_and_its_ratio(tmp_path: Path) -> None:
     out = tmp_path / "big.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bigstore", "--entries", "2000", "--devices", "100",
-         "--rounds", "1", "--duration", "1", "--out", str(out)],
+         "--rounds", "1", "--duration", "1", "--out", str(out), "--before", str(ROOT)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -76,9 +76,10 @@ def test_bigstore_small_run_prints_the_pair_and_its_ratio(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "big / empty: ok/s" in done.stdout
+    assert "before / empty: ok/s" in done.stdout
     results = json.loads(out.read_text())
     assert results["meta"]["entries"] == 2000
     runs = {run["kind"]: run for run in results["runs"]}
-    assert set(runs) == {"empty", "big"}
+    assert set(runs) == {"empty", "big", "before"}
     for run in runs.values():
         assert run["accepted"] > 0 and not run["problems"], run
