@@ -131,6 +131,7 @@ CURSOR_PATTERN: Final = f"^{key_pattern(2)}$"
 """What every cursor of `unsynced` matches (a JSON Schema ``pattern``)."""
 _KEY_AFTER: Final = " AND (device_id, service_id) > (?, ?)"
 _KEY_ORDER: Final = " ORDER BY device_id, service_id"
+_CHUNK: Final = 500  # ids per IN list, far below any SQLite's limit on parameters
 
 
 class ShadowRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -306,13 +307,18 @@ def unsynced(
         limit_clause = limit_sql(limit, params)
         after_clause = _KEY_AFTER if key else ""
         parts.append(f"SELECT * FROM ({keys}{after_clause}{_KEY_ORDER}{limit_clause}) AS k")  # noqa: S608
-    page = " UNION ".join(parts)
-    sql = (
-        f"{_COLUMNS} FROM ({page}) AS k JOIN shadows AS s"
-        " ON s.device_id = k.device_id AND s.service_id = k.service_id"
-        f"{_EXPECTATION} ORDER BY s.device_id, s.service_id{limit_sql(limit, params)}"
-    )
-    return [_record(row) for row in db.execute(sql, params).fetchall()]
+    union = " UNION ".join(parts)
+    page = f"SELECT * FROM ({union}) AS k{_KEY_ORDER}{limit_sql(limit, params)}"  # noqa: S608
+    found = [(str(d), str(s)) for d, s in db.execute(page, params).fetchall()]
+    # Then the page's records by device id (the key's first column): joined to the keys in
+    # SQL, PostgreSQL may hash the whole shadows table rather than look up a hundred rows.
+    rows: dict[tuple[str, str], Any] = {}
+    devices = sorted({device for device, _ in found})
+    for start in range(0, len(devices), _CHUNK):
+        chunk = devices[start : start + _CHUNK]
+        sql = f"{_SELECT} WHERE s.device_id IN ({', '.join('?' * len(chunk))})"
+        rows.update(((r[0], r[1]), r) for r in db.execute(sql, chunk).fetchall())
+    return [_record(rows[k]) for k in found if k in rows]
 
 
 def count_unsynced(db: Database) -> int:
