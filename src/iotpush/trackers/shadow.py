@@ -129,9 +129,17 @@ _UNSYNCED_KEYS: Final = (
 )
 CURSOR_PATTERN: Final = f"^{key_pattern(2)}$"
 """What every cursor of `unsynced` matches (a JSON Schema ``pattern``)."""
-_KEY_AFTER: Final = " AND (device_id, service_id) > (?, ?)"
-_KEY_ORDER: Final = " ORDER BY device_id, service_id"
-_CHUNK: Final = 500  # ids per IN list, far below any SQLite's limit on parameters
+# A page of each kind with its records, ordered by the table whose partial index reads it: the
+# expectation drives the second, so PostgreSQL looks its shadow up rather than hash the table.
+_UNSYNCED_PAGES: Final = (
+    (_SELECT + " WHERE s.status = 'FAILED'", ("s",)),
+    (
+        _COLUMNS + " FROM shadow_expectations AS x JOIN shadows AS s"
+        " ON s.device_id = x.device_id AND s.service_id = x.service_id"
+        " WHERE x.confirmed_entry_id IS NULL",
+        ("x", "s"),  # both bounded: a merge join starts at the cursor in each
+    ),
+)
 
 
 class ShadowRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -299,26 +307,18 @@ def unsynced(
         ValueError: ``limit`` is out of range, or ``after`` is not a cursor (`parse_cursor`).
     """
     key = parse_cursor(after) if after is not None else None
-    params: list[Any] = []
-    parts = []
-    for keys in _UNSYNCED_KEYS:
-        if key is not None:
-            params.extend(key)
-        limit_clause = limit_sql(limit, params)
-        after_clause = _KEY_AFTER if key else ""
-        parts.append(f"SELECT * FROM ({keys}{after_clause}{_KEY_ORDER}{limit_clause}) AS k")  # noqa: S608
-    union = " UNION ".join(parts)
-    page = f"SELECT * FROM ({union}) AS k{_KEY_ORDER}{limit_sql(limit, params)}"  # noqa: S608
-    found = [(str(d), str(s)) for d, s in db.execute(page, params).fetchall()]
-    # Then the page's records by device id (the key's first column): joined to the keys in
-    # SQL, PostgreSQL may hash the whole shadows table rather than look up a hundred rows.
-    rows: dict[tuple[str, str], Any] = {}
-    devices = sorted({device for device, _ in found})
-    for start in range(0, len(devices), _CHUNK):
-        chunk = devices[start : start + _CHUNK]
-        sql = f"{_SELECT} WHERE s.device_id IN ({', '.join('?' * len(chunk))})"
-        rows.update(((r[0], r[1]), r) for r in db.execute(sql, chunk).fetchall())
-    return [_record(rows[k]) for k in found if k in rows]
+    found: dict[tuple[str, str], Any] = {}
+    for select, aliases in _UNSYNCED_PAGES:
+        params: list[Any] = []
+        sql = select
+        for alias in aliases if key is not None else ():
+            sql += f" AND ({alias}.device_id, {alias}.service_id) > (?, ?)"
+            params.extend(key or ())
+        first = aliases[0]
+        sql += f" ORDER BY {first}.device_id, {first}.service_id{limit_sql(limit, params)}"
+        found.update(((row[0], row[1]), row) for row in db.execute(sql, params).fetchall())
+    # Both pages are in byte order of the ids (C collation), which is code point order in Python.
+    return [_record(found[k]) for k in sorted(found)[:limit]]
 
 
 def count_unsynced(db: Database) -> int:
