@@ -18,6 +18,7 @@ from iotpush.trackers import (
     CommandRecord,
     apply_all,
     count_commands,
+    count_overdue,
     expect,
     find_commands,
     get_command,
@@ -273,8 +274,10 @@ def test_overdue_lists_passed_deadlines_without_a_terminal_state(db: sqlite3.Con
     assert overdue(db, now=200.0) == []  # at the deadline it has not passed yet
     assert [r.command_id for r in overdue(db, now=250.0)] == ["late"]
     assert [r.command_id for r in overdue(db, now=1000.0)] == ["late", "later"]
+    assert [count_overdue(db, t) for t in (199.0, 200.0, 250.0, 1000.0)] == [0, 0, 1, 2]
     apply_all(db, 3, 260.0, nb("TIMEOUT", command="late"))
     assert [r.command_id for r in overdue(db, now=1000.0)] == ["later"]
+    assert count_overdue(db, 1000.0) == 1
 
 
 def test_record_overdue_agrees_with_the_query(db: sqlite3.Connection) -> None:

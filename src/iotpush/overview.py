@@ -18,7 +18,7 @@ from typing import Any, Final
 from .inbox import STATES, Inbox
 from .inbox._sqlbase import SQLInbox
 from .inbox.sqlite import SQLiteInbox
-from .trackers import count_unsynced
+from .trackers import count_overdue, count_unsynced
 
 __all__ = [
     "FLEET_TTL",
@@ -39,9 +39,8 @@ SETTLE: Final = 5.0
 """Seconds after which an id PostgreSQL handed out is taken as committed or never to be."""
 
 # Each groups a small table, or counts through an index (commands_state, commands_deadline,
-# devices_status); the shadow count is `trackers.count_unsynced`.
+# devices_status); the overdue and shadow counts are `trackers.count_overdue` and `count_unsynced`.
 _COMMANDS = "SELECT COALESCE(state, 'unknown'), count(*) FROM commands GROUP BY 1"
-_OVERDUE = "SELECT count(*) FROM commands WHERE terminal = 0 AND deadline < ?"
 _DEVICES = (
     "SELECT COALESCE(status, 'unknown'), count(*) FROM devices"
     " WHERE deleted_entry_id IS NULL OR deleted_entry_id < COALESCE(added_entry_id, 0)"
@@ -256,7 +255,7 @@ class OverviewReader:
 
         def trackers(db: Any) -> tuple[dict[str, int], int, int, dict[str, int]]:
             commands = {str(state): int(n) for state, n in db.execute(_COMMANDS, ()).fetchall()}
-            (overdue,) = db.execute(_OVERDUE, (now,)).fetchone()
+            overdue = count_overdue(db, now)
             unsynced = count_unsynced(db)
             devices = {str(status): int(n) for status, n in db.execute(_DEVICES, ()).fetchall()}
             return commands, int(overdue), int(unsynced), devices
@@ -267,9 +266,7 @@ class OverviewReader:
             self._fleet = (now, commands, unsynced, devices)
         else:
             _, commands, unsynced, devices = fleet
-            overdue = await self.inbox.read(
-                lambda db: int(db.execute(_OVERDUE, (now,)).fetchone()[0])
-            )
+            overdue = await self.inbox.read(lambda db: count_overdue(db, now))
         oldest = entries.oldest_pending_at
         age = None if oldest is None else self.inbox.clock() - oldest
         overview = Overview(

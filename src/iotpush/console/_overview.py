@@ -37,7 +37,7 @@ class Figures:
 async def figures(inbox: Inbox, now: float) -> Figures:
     """The store's figures at ``now``."""
     entries = await read_entries(inbox)
-    overdue = await inbox.read(lambda db: len(trackers.overdue(db, now)))
+    overdue = await inbox.read(lambda db: trackers.count_overdue(db, now))
     unsynced = await inbox.read(trackers.count_unsynced)
     return Figures(
         entries.by_state, entries.oldest_pending_at, entries.quarantined, entries.unpublished,

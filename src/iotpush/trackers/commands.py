@@ -32,8 +32,8 @@ from ._common import Database, History, Tracker, dumps, loads, select_pages, ups
 
 __all__ = [
     "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS", "TERMINAL",
-    "CommandEvent", "CommandRecord", "apply", "count_commands", "expect", "find_commands",
-    "get_command", "next_state", "normalise", "overdue", "recent_commands",
+    "CommandEvent", "CommandRecord", "apply", "count_commands", "count_overdue", "expect",
+    "find_commands", "get_command", "next_state", "normalise", "overdue", "recent_commands",
 ]  # fmt: skip
 
 HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp, DeviceCommandStatusUpdate)
@@ -362,6 +362,12 @@ def count_commands(db: Database, device: str) -> int:
     """Return how many commands a device has."""
     row = db.execute("SELECT COUNT(*) FROM commands WHERE device_id = ?", (device,)).fetchone()
     return int(row[0])
+
+
+def count_overdue(db: Database, now: float) -> int:
+    """Return how many commands are `overdue` at ``now`` (through the index on the deadline)."""
+    sql = "SELECT count(*) FROM commands WHERE terminal = 0 AND deadline < ?"
+    return int(db.execute(sql, (now,)).fetchone()[0])
 
 
 def overdue(db: Database, now: float) -> list[CommandRecord]:
