@@ -117,6 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="iotpush's --retention (0: off) [its default, 7d]; --soak shows the store's size",
     )
     p.add_argument(
+        "--finished-retention",
+        metavar="DURATION",
+        default=None,
+        help="iotpush's --finished-retention (0: off) [its default, 30d]",
+    )
+    p.add_argument(
         "--purge-interval",
         metavar="DURATION",
         default=None,
@@ -369,6 +375,8 @@ def iotpush_env(args: argparse.Namespace) -> dict[str, str]:
     env = {"IOTPUSH_BENCH_SYNC_HANDLER": "1"} if args.sync_handler else {}
     if args.retention is not None:
         env["IOTPUSH_SERVE_RETENTION"] = args.retention
+    if args.finished_retention is not None:
+        env["IOTPUSH_SERVE_FINISHED_RETENTION"] = args.finished_retention
     if args.purge_interval is not None:
         env["IOTPUSH_SERVE_PURGE_INTERVAL"] = args.purge_interval
     return env
@@ -427,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.soak import run_soak
 
             kept = "" if args.retention is None else f", --retention {args.retention}"
+            if args.finished_retention is not None:
+                kept += f", --finished-retention {args.finished_retention}"
             if args.purge_interval is not None:
                 kept += f" --purge-interval {args.purge_interval}"
             print(

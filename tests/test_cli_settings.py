@@ -107,6 +107,27 @@ def test_serve_retention_takes_any_duration_and_0_keeps_everything(
     ]  # fmt: skip
 
 
+def test_serve_finished_retention_takes_any_duration_and_0_keeps_them(
+    tmp_path: Path, configs: list[Config]
+) -> None:
+    path = write(tmp_path, '[store]\nfinished_retention = "90d"\n')
+    assert invoke("serve", "--finished-retention", "40s", "--retention", "30s").exit_code == 0
+    assert invoke("serve", env={"IOTPUSH_SERVE_FINISHED_RETENTION": "0"}).exit_code == 0
+    assert invoke("serve", "--config", path).exit_code == 0
+    assert invoke("serve").exit_code == 0
+    assert [c.finished_retention for c in configs] == [40.0, None, 90 * 86400.0, 30 * 86400.0]
+
+
+def test_serve_finished_retention_shorter_than_retention_is_refused_on_one_line() -> None:
+    result = invoke("config", "show", "--retention", "2d", "--finished-retention", "1d")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --finished-retention (1d) must not be shorter than --retention (2d);"
+        " 0 keeps finished records"
+    )
+    assert invoke("config", "show", "--retention", "0", "--finished-retention", "1s").exit_code == 0
+
+
 def test_serve_purge_interval_0_is_refused_on_one_line() -> None:
     result = invoke("config", "show", "--purge-interval", "0")
     assert result.exit_code == 1

@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 
 from iotpush import Notification, decode, open_inbox, testing
 from iotpush.cli import main
-from iotpush.trackers import CommandRecord, DeviceRecord
+from iotpush.retention import Retention
+from iotpush.trackers import FINISHED, HISTORIES, CommandRecord, DeviceRecord
 from iotpush.tracking import DeviceView, Tracking
 from tests.conftest import EXAMPLES, run
 from tests.test_tracking import nb, receive
@@ -268,3 +269,21 @@ def test_trackers_rebuild_after_purge_refuses_unless_discard_purged(store: str) 
     assert "losing what 13 purged notifications said" in dry
     discard = ["trackers", "rebuild", "--discard-purged", "--yes", "--store", store]
     assert invoke(*discard).stdout.endswith("rebuilt the trackers from 0 notifications\n")
+
+
+def test_trackers_rebuild_says_how_many_finished_records_finished_retention_deleted(
+    store: str,
+) -> None:
+    async def drop_finished() -> int:
+        async with open_inbox(store) as inbox:
+            round = await Retention(
+                inbox, HISTORIES, keep=1.0, finished=FINISHED, finished_keep=1.0,
+                clock=lambda: 4e9,
+            ).purge()  # fmt: skip
+            return sum(n for what, n in round.purged.items() if what.startswith("finished_"))
+
+    dropped = run(drop_finished())
+    assert dropped > 0
+    dry = invoke("trackers", "rebuild", "--dry-run", "--store", store).stdout
+    assert f"finished-retention deleted {dropped} finished records (" in dry
+    assert "a rebuild brings back only what the kept notifications say of them" in dry

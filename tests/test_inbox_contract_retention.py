@@ -15,8 +15,8 @@ from iotpush.events import Events, PurgeRound
 from iotpush.exceptions import RebuildRefused
 from iotpush.inbox import Inbox, Selection
 from iotpush.retention import Retention
-from iotpush.trackers import HISTORIES, apply_all, get_command
-from iotpush.tracking import Tracking
+from iotpush.trackers import FINISHED, HISTORIES, apply_all, get_command
+from iotpush.tracking import Tracking, finished_by_rebuild
 from tests._inbox import LEASE, SINK, T0, FakeClock, InboxFactory, append_all, ids_of, incoming
 
 KEEP = 100.0
@@ -118,5 +118,58 @@ def test_retention_purges_merge_into_one_record_and_rebuild_says_so(
         assert purged is not None and purged.entries == 3
         assert purged.first_received == T0
         assert rows in (None, 1)  # not one row per batch: the table stays small
+
+    asyncio.run(scenario())
+
+
+def test_retention_deletes_finished_records_after_their_own_bound_and_rebuild_says_so(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with inbox_factory() as inbox:
+            pushes = [(1, T0, nb("SUCCESSFUL", "done")), (2, T0, nb("SENT", "open")),
+                      (3, T0 + 250, nb("FAILED", "young"))]  # fmt: skip
+            for entry_id, at, notification in pushes:
+                await inbox.transact(
+                    lambda db, i=entry_id, t=at, n=notification: apply_all(db, i, t, n)
+                )
+            clock.now = T0 + 400
+            rounds = Retention(inbox, HISTORIES, keep=KEEP, finished=FINISHED,
+                               finished_keep=3 * KEEP, batch=2, clock=clock)  # fmt: skip
+            round = await rounds.purge()
+            again = await rounds.purge()
+            left = [await inbox.read(lambda db, c=c: get_command(db, c)) for c in
+                    ("done", "open", "young")]  # fmt: skip
+            plan = await Tracking(inbox).rebuild_plan()
+        assert round.finished_before == T0 + 400 - 3 * KEEP
+        assert round.purged["finished_commands"] == 1
+        assert {k for k in round.purged if k.startswith("finished_")} == {
+            f"finished_{records.kind}" for records in FINISHED
+        }
+        assert again.purged["finished_commands"] == 0
+        assert [record is None for record in left] == [True, False, False]
+        assert plan.finished == {"commands": (1, T0 + 100)}
+        said = finished_by_rebuild(plan.finished)
+        assert said is not None and said.startswith("finished-retention deleted 1 finished")
+
+    asyncio.run(scenario())
+
+
+def test_retention_without_finished_retention_keeps_finished_records(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with inbox_factory() as inbox:
+            notification = nb("SUCCESSFUL", "done")
+            await inbox.transact(lambda db: apply_all(db, 1, T0, notification))
+            clock.now = T0 + 10 * KEEP
+            round = await Retention(inbox, HISTORIES, keep=KEEP, finished=FINISHED,
+                                    finished_keep=None, clock=clock).purge()  # fmt: skip
+            record = await inbox.read(lambda db: get_command(db, "done"))
+            plan = await Tracking(inbox).rebuild_plan()
+        assert round.finished_before is None
+        assert not any(k.startswith("finished_") for k in round.purged)
+        assert record is not None
+        assert plan.finished == {} and finished_by_rebuild(plan.finished) is None
 
     asyncio.run(scenario())

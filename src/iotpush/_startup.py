@@ -100,8 +100,13 @@ def summary(config: Config, receiver: Receiver, view: Overview | None) -> list[s
         "sinks: " + (", ".join(map(redact_url, config.sinks)) if config.sinks else "none"),
         "retention: "
         + (
-            f"{format_duration(config.retention)}, purged every"
-            f" {format_duration(config.purge_interval)}"
+            f"{format_duration(config.retention)}, finished records "
+            + (
+                "kept"
+                if config.finished_retention is None
+                else format_duration(config.finished_retention)
+            )
+            + f", purged every {format_duration(config.purge_interval)}"
             if config.retention is not None
             else "off (everything is kept)"
         ),

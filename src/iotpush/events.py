@@ -190,13 +190,19 @@ class PurgeRound(msgspec.Struct, frozen=True):
 
     purged: dict[str, int]
     """Rows deleted, by what they were: ``entries`` (delivered inbox entries) and each tracker
-    history table (``command_events``...); every one is there, 0 included."""
+    history table (``command_events``...); with ``--finished-retention``, the records deleted
+    whole (``finished_commands``, ``finished_upgrades``, ``finished_devices``,
+    ``finished_shadows``, ``finished_messages``, ``finished_tasks``). Every one is there, 0
+    included."""
     seconds: float
     """How long the round took."""
     before: float
     """The time bound (Unix seconds): now minus the retention."""
     pages_freed: int = 0
     """Pages the store gave back to the filesystem (a SQLite file with incremental vacuum)."""
+    finished_before: float | None = None
+    """With ``--finished-retention``: records in a final state last heard of before this time
+    went (counted in `purged` as ``finished_commands``, ``finished_devices``...)."""
 
 
 Event: TypeAlias = (

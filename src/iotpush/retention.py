@@ -4,7 +4,11 @@ Each round deletes the delivered inbox entries received before now minus the ret
 same `Inbox.purge` as ``iotpush inbox purge``, dead ones left to the operator, entries a sink
 has not published kept; the purge is recorded, so ``trackers rebuild`` knows what it can no
 longer derive) and the trackers' histories older than that, except the events each current
-state came from (`iotpush.trackers.HISTORIES` says which). Everything goes in transactions of
+state came from (`iotpush.trackers.HISTORIES` says which). With ``--finished-retention``, it
+also deletes each record in a final state that nothing was heard about for that long (a
+terminal command, an upgrade with a result, a v5 message or task with a final status, a deleted
+device with its services and latest data), with all its rows (`iotpush.trackers.FINISHED`);
+records still open stay. Everything goes in transactions of
 `batch` rows that share the store's writer with the receive path, which gets its turn between
 them; then a SQLite file made with incremental vacuum gives the freed pages back, as many per
 transaction. The quarantine keeps its own bound (``--quarantine-max-rows``). A round emits
@@ -22,14 +26,18 @@ from collections.abc import Callable, Sequence
 from ._when import format_ts
 from .events import Events, PurgeRound
 from .inbox import Inbox
-from .trackers import History
+from .trackers import Finished, History
 
-__all__ = ["DEFAULT_PURGE_INTERVAL", "DEFAULT_RETENTION", "Retention"]
+__all__ = [
+    "DEFAULT_FINISHED_RETENTION", "DEFAULT_PURGE_INTERVAL", "DEFAULT_RETENTION", "Retention",
+]  # fmt: skip
 
 log = logging.getLogger("iotpush.retention")
 
 DEFAULT_RETENTION = 7 * 86400.0
 """Seconds delivered entries and tracker histories are kept by default (7 days)."""
+DEFAULT_FINISHED_RETENTION = 30 * 86400.0
+"""Seconds finished records are kept after they were last heard of, by default (30 days)."""
 DEFAULT_PURGE_INTERVAL = 300.0
 """Seconds between purge rounds by default (5 minutes)."""
 
@@ -41,6 +49,9 @@ class Retention:
         inbox: The store (its writer is shared: each batch is one short transaction).
         histories: The tracker histories to purge (`iotpush.trackers.HISTORIES`).
         keep: Seconds kept.
+        finished: The trackers' finished records (`iotpush.trackers.FINISHED`).
+        finished_keep: Seconds a finished record is kept after it was last heard of (None:
+            forever); not less than ``keep``.
         interval: Seconds between rounds (`run`).
         batch: The most rows one transaction deletes.
         clock: Unix time.
@@ -53,6 +64,8 @@ class Retention:
         histories: Sequence[History],
         *,
         keep: float,
+        finished: Sequence[Finished] = (),
+        finished_keep: float | None = None,
         interval: float = DEFAULT_PURGE_INTERVAL,
         batch: int = 100,
         clock: Callable[[], float] = time.time,
@@ -61,6 +74,8 @@ class Retention:
         self.inbox = inbox
         self.histories = tuple(histories)
         self.keep = keep
+        self.finished = tuple(finished) if finished_keep is not None else ()
+        self.finished_keep = finished_keep
         self.interval = interval
         self.batch = batch
         self.clock = clock
@@ -77,18 +92,41 @@ class Retention:
         purged = {"entries": await self.inbox.purge(before, batch=self.batch, dead=False)}
         for history in self.histories:
             purged[history.table] = await self._prune(history, before)
+        finished_before = None
+        if self.finished_keep is not None:
+            finished_before = self.clock() - self.finished_keep
+            for records in self.finished:
+                purged[f"finished_{records.kind}"] = await self._drop(records, finished_before)
         freed = 0
         while step := await self.inbox.give_back(self.batch):  # a SQLite file shrinks
             freed += step
-        round = PurgeRound(purged, time.perf_counter() - started, before, freed)
+        seconds = time.perf_counter() - started
+        round = PurgeRound(purged, seconds, before, freed, finished_before)
         if any(purged.values()):
-            what = ", ".join(f"{count} {name}" for name, count in purged.items() if count)
-            log.info(
-                "retention purged %s received before %s%s", what, format_ts(before),
-                f"; the store gave back {freed} pages" if freed else "",
-            )  # fmt: skip
+            log.info("retention purged %s%s", self._said(purged, before, finished_before),
+                     f"; the store gave back {freed} pages" if freed else "")  # fmt: skip
         self.events.emit(round)
         return round
+
+    @staticmethod
+    def _said(purged: dict[str, int], before: float, finished_before: float | None) -> str:
+        old = [f"{n} {name}" for name, n in purged.items() if n and not name.startswith("fin")]
+        done = [f"{n} {name[9:]}" for name, n in purged.items() if n and name.startswith("fin")]
+        parts = [f"{', '.join(old)} received before {format_ts(before)}"] if old else []
+        if done and finished_before is not None:
+            parts.append(
+                f"finished records ({', '.join(done)}) last heard of before"
+                f" {format_ts(finished_before)}"
+            )
+        return "; ".join(parts)
+
+    async def _drop(self, records: Finished, before: float) -> int:
+        total, done = 0, False
+        while not done:
+            drop = functools.partial(records.prune, before=before, limit=self.batch)
+            deleted, done = await self.inbox.transact(drop)
+            total += deleted
+        return total
 
     async def _prune(self, history: History, before: float) -> int:
         total, done = 0, False

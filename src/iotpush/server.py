@@ -20,6 +20,7 @@ from ._asgi import ASGIApp, Receive, Scope, Send
 from ._jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_STRING
 from ._slowclients import with_header_timeout
 from ._startup import log_summary
+from ._when import format_duration
 from .access import (
     DEFAULT_TOLERANCE,
     AccessControl,
@@ -59,7 +60,12 @@ from .probes import Probes
 from .projections import Projection
 from .receive import Limits
 from .receiver import Receiver, default_receiver, load_receiver
-from .retention import DEFAULT_PURGE_INTERVAL, DEFAULT_RETENTION, Retention
+from .retention import (
+    DEFAULT_FINISHED_RETENTION,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_RETENTION,
+    Retention,
+)
 from .sinks import Publisher, open_sink
 from .tracking import Tracking
 
@@ -109,6 +115,9 @@ class Config:
     watch_interval: float = 5.0
     retention: float | None = DEFAULT_RETENTION
     """Seconds delivered entries and tracker histories are kept (None: forever)."""
+    finished_retention: float | None = DEFAULT_FINISHED_RETENTION
+    """Seconds a finished record is kept after it was last heard of (None: forever); not less
+    than ``retention``. Purged with the rest (only while ``retention`` is on)."""
     purge_interval: float = DEFAULT_PURGE_INTERVAL
     """Seconds between two purges of what is older than ``retention``."""
     sinks: tuple[str, ...] = ()
@@ -206,11 +215,17 @@ def _check_limits(config: Config) -> None:
             raise ConfigError(f"--{option.replace('_', '-')} must be 0 (no bound) or more")
     for option in (
         "max_in_flight", "max_pending_writes", "body_timeout", "header_timeout",
-        "limit_concurrency", "quarantine_max_rows", "retention",
+        "limit_concurrency", "quarantine_max_rows", "retention", "finished_retention",
     ):  # fmt: skip
         value = getattr(config, option)
         if value is not None and not value > 0:
             raise ConfigError(f"--{option.replace('_', '-')} must be above 0")
+    finished, kept = config.finished_retention, config.retention
+    if finished is not None and kept is not None and finished < kept:
+        raise ConfigError(
+            f"--finished-retention ({format_duration(finished)}) must not be shorter than"
+            f" --retention ({format_duration(kept)}); 0 keeps finished records"
+        )
     if not config.purge_interval > 0:
         raise ConfigError("--purge-interval must be above 0")
     if config.keep_alive_timeout < 1:
@@ -442,7 +457,8 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
     retention = None
     if config.retention is not None:
         retention = Retention(
-            inbox, trackers.HISTORIES, keep=config.retention, interval=config.purge_interval,
+            inbox, trackers.HISTORIES, keep=config.retention, finished=trackers.FINISHED,
+            finished_keep=config.finished_retention, interval=config.purge_interval,
             clock=inbox.clock, events=events,
         )  # fmt: skip
     api = QueryAPI(tracking)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -63,6 +63,24 @@ class RebuildPlan:
     """Kept entries of the types the trackers use, by type and state."""
     purged: Purged | None = None
     """Entries the trackers used that were purged: their state would be lost."""
+    finished: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Finished records finished-retention deleted, by kind: how many, and the latest bound
+    (`iotpush.trackers.finished_purges`)."""
+
+
+def finished_by_rebuild(finished: dict[str, tuple[int, float]]) -> str | None:
+    """A sentence saying what a rebuild does with records finished-retention deleted (None:
+    it deleted none)."""
+    if not finished:
+        return None
+    total = sum(n for n, _ in finished.values())
+    kinds = ", ".join(f"{n} {kind}" for kind, (n, _) in sorted(finished.items()))
+    before = max(at for _, at in finished.values())
+    return (
+        f"finished-retention deleted {total} finished records ({kinds}; the latest last heard of"
+        f" before {format_ts(before)}): a rebuild brings back only what the kept notifications"
+        " say of them, and the next purge round deletes those again"
+    )
 
 
 def lost_by_rebuild(purged: Purged) -> str:
@@ -317,7 +335,8 @@ class Tracking:
         kept = await self.inbox.tally(Selection())
         wants = self.inbox.projections.wants
         tracked = {k: n for k, n in kept.counts.items() if wants(k[0])}
-        return RebuildPlan(records, Tally(tracked), await self.inbox.purged())
+        finished = await self.inbox.read(trackers.finished_purges)
+        return RebuildPlan(records, Tally(tracked), await self.inbox.purged(), finished)
 
     async def rebuild(
         self,

@@ -113,6 +113,15 @@ SETTINGS: list[click.Parameter] = [
     ),
     _setting(
         "store",
+        "--finished-retention",
+        type=DURATION,
+        zero_is_off=True,
+        help="Keep each finished record (a terminal command, an upgrade with a result, a deleted"
+        " device...) this long after it was last heard of, then delete it with its history"
+        " (not less than --retention; 0: keep them).",
+    ),
+    _setting(
+        "store",
         "--purge-interval",
         type=DURATION,
         help="How often to purge what is older than --retention, in short transactions.",

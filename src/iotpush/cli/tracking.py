@@ -10,7 +10,7 @@ import click
 from .._when import format_ts
 from ..trackers import CommandRecord, DeviceRecord
 from ..trackers.commands import RANKS
-from ..tracking import MAX_VIEW_COMMANDS, DeviceView, lost_by_rebuild
+from ..tracking import MAX_VIEW_COMMANDS, DeviceView, finished_by_rebuild, lost_by_rebuild
 from ._shared import (
     LIMIT,
     compact,
@@ -188,8 +188,9 @@ def trackers_rebuild(
 
     Expectations the application registered (expected commands, desired properties) stay.
     Refused when notifications the trackers used were purged (their state cannot be derived
-    again) unless --discard-purged. Prints what it will forget and apply and asks first (--yes:
-    do not ask; --dry-run: only count).
+    again) unless --discard-purged; says how many finished records --finished-retention
+    deleted (a rebuild brings back only what the kept notifications say of them). Prints what
+    it will forget and apply and asks first (--yes: do not ask; --dry-run: only count).
     """
     plan = tracking_call(store, lambda t: t.rebuild_plan())
     if plan.purged is not None and not (discard_purged or dry_run):
@@ -201,6 +202,8 @@ def trackers_rebuild(
     lines = [f"{type_:<44} {n:>8}" for type_, n in plan.notifications.by_type().items()]
     if plan.purged is not None:
         lines.insert(0, f"losing what {plan.purged.entries} purged notifications said")
+    if (finished := finished_by_rebuild(plan.finished)) is not None:
+        lines.insert(0, finished)
     count = plan.notifications.total + sum(plan.records.values())
     if not confirm("rebuild", what, count, lines, yes=yes, dry_run=dry_run):
         return

@@ -16,8 +16,10 @@ them, and `iotpush.server` gives them to the inbox): pure, synchronous functions
 connection (`Database`; ``sqlite3`` in autocommit mode works) that never manage transactions:
 the inbox applies them inside the transaction that keeps an entry. A new tracker is one module
 with a ``PROJECTION`` and one line in `PROJECTIONS` (its tables: a new migration, see
-`iotpush.inbox._migrations`). Every tracker is idempotent by entry id (applying an entry
-again changes nothing), orders what it keeps by entry id or event time rather than by when it is
+`iotpush.inbox._migrations`); a history table adds a ``HISTORY`` line there and one in
+`HISTORIES`, records that reach a final state a ``FINISHED`` line and one in `FINISHED`
+(retention deletes them). Every tracker is idempotent by entry id (applying an entry again
+changes nothing), orders what it keeps by entry id or event time rather than by when it is
 applied, and so ``reset`` followed by applying every entry in id order rebuilds the same state.
 
 The SQL is portable (``ON CONFLICT`` upserts, ``BIGINT`` entry ids and ``DOUBLE PRECISION`` times,
@@ -31,7 +33,7 @@ from typing import Final
 from ..models import Notification
 from ..projections import Projection, Projections
 from . import commands, devices, devices_v5, messages, shadow, tasks, upgrades
-from ._common import Cursor, Database, History
+from ._common import FINISHED_SCHEMA, Cursor, Database, Finished, History, finished_purges
 from .commands import (
     CommandEvent,
     CommandRecord,
@@ -58,6 +60,7 @@ from .shadow import (
 from .upgrades import UpgradeEvent, UpgradeRecord, find_upgrades, get_upgrade
 
 __all__ = [
+    "FINISHED",
     "HISTORIES",
     "PROJECTIONS",
     "RESET",
@@ -69,6 +72,7 @@ __all__ = [
     "DataPoint",
     "Database",
     "DeviceRecord",
+    "Finished",
     "History",
     "ShadowEvent",
     "ShadowRecord",
@@ -86,6 +90,7 @@ __all__ = [
     "find_commands",
     "find_devices",
     "find_upgrades",
+    "finished_purges",
     "get_command",
     "get_device",
     "get_shadow",
@@ -115,7 +120,7 @@ PROJECTIONS: Final[tuple[Projection, ...]] = (
 _TRACKERS: Final = (commands, shadow, devices, devices_v5, upgrades, messages, tasks)
 _ALL: Final = Projections(PROJECTIONS)
 
-SCHEMA: Final[str] = "".join(tracker.SCHEMA for tracker in _TRACKERS)
+SCHEMA: Final[str] = "".join(tracker.SCHEMA for tracker in _TRACKERS) + FINISHED_SCHEMA
 """Every tracker table and index, as the code expects them (``CREATE ... IF NOT EXISTS``): a
 store gets them from its migrations; tests of the trackers alone run it as a script."""
 
@@ -136,6 +141,17 @@ HISTORIES: Final[tuple[History, ...]] = (
 )
 """The trackers' histories, as retention purges them (each keeps what its current state needs);
 `devices_v5` writes to the history of `devices`."""
+
+FINISHED: Final[tuple[Finished, ...]] = (
+    shadow.FINISHED,
+    devices.FINISHED,
+    commands.FINISHED,
+    upgrades.FINISHED,
+    messages.FINISHED,
+    tasks.FINISHED,
+)
+"""The trackers' finished records, as finished-retention deletes them, in this order (the
+services of a deleted device go before its record, which says it was deleted)."""
 
 TRACKED_TYPES: Final[frozenset[str]] = _ALL.handles
 """The ``notifyType`` values some tracker uses; entries of other types can be skipped."""

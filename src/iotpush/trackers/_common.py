@@ -14,9 +14,9 @@ from ..models import Notification
 from ..projections import Cursor, Database
 
 __all__ = [
-    "Cursor", "Database", "History", "Tracker", "dumps", "fold_ranked", "key_cursor",
-    "key_pattern", "limit_sql", "loads", "movers_and_latest", "page_sql", "parse_key",
-    "upsert_sql",
+    "FINISHED_SCHEMA", "Cursor", "Database", "Finished", "History", "Tracker", "dumps",
+    "finished_purges", "fold_ranked", "key_cursor", "key_pattern", "limit_sql", "loads",
+    "movers_and_latest", "page_sql", "parse_key", "upsert_sql",
 ]  # fmt: skip
 
 MAX_LIMIT = 1000
@@ -87,6 +87,67 @@ class History:
             (after, end, before),
         ).rowcount
         return int(deleted), end, done
+
+
+FINISHED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS finished_purges (
+    kind TEXT PRIMARY KEY,
+    records BIGINT NOT NULL,
+    last_before DOUBLE PRECISION NOT NULL
+);
+"""
+"""How many records of each kind `Finished.prune` deleted, and the latest bound it used."""
+
+_COUNT_FINISHED = (
+    "INSERT INTO finished_purges (kind, records, last_before) VALUES (?, ?, ?)"
+    " ON CONFLICT (kind) DO UPDATE SET records = finished_purges.records + excluded.records,"
+    " last_before = CASE WHEN excluded.last_before > finished_purges.last_before"
+    " THEN excluded.last_before ELSE finished_purges.last_before END"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A tracker's finished records as finished-retention deletes them: each record in a final
+    state that nothing was heard about since a time goes, with every row about it.
+
+    ``find`` selects the keys of such records (its every ``?`` is that time), through an index,
+    oldest first; `prune` appends the ``LIMIT``. ``gone`` deletes one by its key if it still is
+    one (its ``?`` are the key's parts, then the time, as often as it needs it): a push about
+    it that another transaction committed meanwhile keeps it. ``rows`` then delete the rest of
+    it by key (its history, an expectation...). Records still open are never found.
+    """
+
+    kind: str
+    """What they are (``commands``...): a `iotpush.events.PurgeRound` counts them as
+    ``finished_<kind>``."""
+    find: str
+    gone: str
+    rows: tuple[str, ...]
+
+    def prune(self, db: Database, before: float, limit: int) -> tuple[int, bool]:
+        """Delete about ``limit`` finished records last heard of before ``before``, in the
+        caller's transaction, and count them in ``finished_purges``; return how many went and
+        whether none are left."""
+        params = [before] * self.find.count("?")
+        found = db.execute(self.find + " LIMIT ?", (*params, limit)).fetchall()
+        deleted = 0
+        for key in dict.fromkeys(tuple(row) for row in found):
+            again = [before] * (self.gone.count("?") - len(key))
+            if db.execute(self.gone, (*key, *again)).rowcount:
+                for sql in self.rows:
+                    db.execute(sql, key)
+                deleted += 1
+        if deleted:
+            db.execute(_COUNT_FINISHED, (self.kind, deleted, before))
+        return deleted, len(found) < limit or not deleted
+
+
+def finished_purges(db: Database) -> dict[str, tuple[int, float]]:
+    """Per kind, how many finished records finished-retention deleted, and the latest bound
+    (those went because nothing was heard about them since before it)."""
+    rows = db.execute("SELECT kind, records, last_before FROM finished_purges", ()).fetchall()
+    return {kind: (int(records), float(before)) for kind, records, before in rows}
 
 
 def movers_and_latest(table: str, key: str, ranks: Mapping[str, int]) -> str:

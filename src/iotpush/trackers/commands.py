@@ -28,12 +28,13 @@ import msgspec
 
 from ..formats.v5.models import DeviceCommandStatusUpdate
 from ..models import CommandRsp, MessageConfirm, NBCommandStatusChanged, Notification
-from ._common import Database, History, Tracker, dumps, loads, select_pages, upsert_sql
+from ._common import Database, Finished, History, Tracker, dumps, loads, select_pages, upsert_sql
 
 __all__ = [
-    "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS", "TERMINAL",
-    "CommandEvent", "CommandRecord", "apply", "count_commands", "count_overdue", "expect",
-    "find_commands", "get_command", "next_state", "normalise", "overdue", "recent_commands",
+    "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS",
+    "TERMINAL", "CommandEvent", "CommandRecord", "apply", "count_commands", "count_overdue",
+    "expect", "find_commands", "get_command", "next_state", "normalise", "overdue",
+    "recent_commands",
 ]  # fmt: skip
 
 HANDLES: Final = (NBCommandStatusChanged, MessageConfirm, CommandRsp, DeviceCommandStatusUpdate)
@@ -66,6 +67,7 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_device ON commands (device_id, command_id);
 CREATE INDEX IF NOT EXISTS commands_state ON commands (state, command_id);
 CREATE INDEX IF NOT EXISTS commands_deadline ON commands (terminal, deadline);
+CREATE INDEX IF NOT EXISTS commands_finished ON commands (terminal, updated_at);
 CREATE TABLE IF NOT EXISTS command_events (
     command_id TEXT NOT NULL,
     entry_id BIGINT NOT NULL,
@@ -385,6 +387,18 @@ HISTORY: Final = History(
     " AND c.state_entry_id = command_events.entry_id)",
 )
 """What retention keeps of the history: the push that set each command's state."""
+
+FINISHED: Final = Finished(
+    "commands",
+    "SELECT command_id FROM commands WHERE terminal = 1 AND updated_at < ? ORDER BY updated_at",
+    "DELETE FROM commands WHERE command_id = ? AND terminal = 1 AND updated_at < ?",
+    (
+        "DELETE FROM command_events WHERE command_id = ?",
+        "DELETE FROM command_expectations WHERE command_id = ?",
+    ),
+)
+"""What finished-retention deletes: each command in a terminal state, with its history and its
+expectation (a rebuild would otherwise make it PENDING again)."""
 
 PROJECTION: Final = Tracker("commands", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

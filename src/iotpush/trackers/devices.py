@@ -35,6 +35,7 @@ from ..models import (
 )
 from ._common import (
     Database,
+    Finished,
     History,
     Tracker,
     dumps,
@@ -44,8 +45,8 @@ from ._common import (
 )
 
 __all__ = [
-    "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "DataPoint", "DeviceRecord", "apply",
-    "find_devices", "get_device",
+    "DELETED", "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "DataPoint",
+    "DeviceRecord", "apply", "find_devices", "get_device",
 ]  # fmt: skip
 
 HANDLES: Final = (
@@ -76,12 +77,15 @@ CREATE TABLE IF NOT EXISTS devices (
     updated_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS devices_status ON devices (status, device_id);
+CREATE INDEX IF NOT EXISTS devices_deleted ON devices (updated_at)
+    WHERE deleted_entry_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS device_events (
     entry_id BIGINT PRIMARY KEY,
     device_id TEXT NOT NULL,
     notify_type TEXT NOT NULL,
     received_at DOUBLE PRECISION NOT NULL
 );
+CREATE INDEX IF NOT EXISTS device_events_device ON device_events (device_id, entry_id);
 CREATE TABLE IF NOT EXISTS device_data (
     device_id TEXT NOT NULL,
     service_id TEXT NOT NULL,
@@ -363,6 +367,21 @@ HISTORY: Final = History(
 )
 """What retention keeps of the registry's history: the pushes whose values the device record
 holds (its information members, gateway, node type, bind result, addition and deletion)."""
+
+DELETED: Final = "deleted_entry_id IS NOT NULL AND deleted_entry_id >= COALESCE(added_entry_id, 0)"
+"""SQL: the device (a row of ``devices``) is deleted (the opposite of the live devices)."""
+
+FINISHED: Final = Finished(
+    "devices",
+    f"SELECT device_id FROM devices WHERE {DELETED} AND updated_at < ? ORDER BY updated_at",  # noqa: S608
+    f"DELETE FROM devices WHERE device_id = ? AND {DELETED} AND updated_at < ?",  # noqa: S608
+    (
+        "DELETE FROM device_events WHERE device_id = ?",
+        "DELETE FROM device_data WHERE device_id = ?",
+    ),
+)
+"""What finished-retention deletes: each deleted device's registry record, latest data and
+history, once nothing was heard about it (a push of data makes it heard of)."""
 
 PROJECTION: Final = Tracker("devices", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

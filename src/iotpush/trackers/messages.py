@@ -15,10 +15,19 @@ import msgspec
 
 from ..formats.v5.models import DeviceMessageStatusUpdate, enc_hook
 from ..models import Notification
-from ._common import Database, History, Tracker, dumps, fold_ranked, loads, movers_and_latest
+from ._common import (
+    Database,
+    Finished,
+    History,
+    Tracker,
+    dumps,
+    fold_ranked,
+    loads,
+    movers_and_latest,
+)
 
 __all__ = [
-    "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "MessageEvent",
+    "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "MessageEvent",
     "MessageRecord", "apply", "get_message",
 ]  # fmt: skip
 
@@ -43,6 +52,8 @@ CREATE TABLE IF NOT EXISTS message_events (
     PRIMARY KEY (message_id, entry_id)
 );
 CREATE INDEX IF NOT EXISTS message_events_entry ON message_events (entry_id);
+CREATE INDEX IF NOT EXISTS message_events_final ON message_events (received_at)
+    WHERE status IN ('DELIVERED', 'FAILED', 'TIMEOUT');
 """
 
 RESET: Final = ("DELETE FROM message_events",)
@@ -136,6 +147,21 @@ def get_message(db: Database, message_id: str) -> MessageRecord | None:
 HISTORY: Final = History("message_events", movers_and_latest("message_events", "message_id", RANKS))
 """What retention keeps of the history: the pushes that moved each message's status, and its
 latest push."""
+
+_FINAL_PUSH: Final = "status IN ('DELIVERED', 'FAILED', 'TIMEOUT')"
+_QUIET: Final = (
+    "NOT EXISTS (SELECT 1 FROM message_events AS n"
+    " WHERE n.message_id = message_events.message_id AND n.received_at >= ?)"
+)
+FINISHED: Final = Finished(
+    "messages",
+    f"SELECT message_id FROM message_events WHERE {_FINAL_PUSH} AND received_at < ? AND {_QUIET}"  # noqa: S608
+    " ORDER BY received_at",
+    f"DELETE FROM message_events WHERE message_id = ? AND {_QUIET}",  # noqa: S608 - constants
+    (),
+)
+"""What finished-retention deletes: each message with a final status (its history is the
+record), once no push about it came since."""
 
 PROJECTION: Final = Tracker("messages", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

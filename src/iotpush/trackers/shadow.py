@@ -23,6 +23,7 @@ import msgspec
 from ..models import DeviceDesiredPropertiesModifyStatusChanged, Notification
 from ._common import (
     Database,
+    Finished,
     History,
     Tracker,
     dumps,
@@ -32,11 +33,12 @@ from ._common import (
     loads,
     parse_key,
 )
+from .devices import DELETED
 
 __all__ = [
-    "CURSOR_PATTERN", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "ShadowEvent",
-    "ShadowRecord", "apply", "count_unsynced", "expect_shadow", "get_shadow", "parse_cursor",
-    "shadow_history", "unsynced",
+    "CURSOR_PATTERN", "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA",
+    "ShadowEvent", "ShadowRecord", "apply", "count_unsynced", "expect_shadow", "get_shadow",
+    "parse_cursor", "shadow_history", "unsynced",
 ]  # fmt: skip
 
 HANDLES: Final = (DeviceDesiredPropertiesModifyStatusChanged,)
@@ -375,6 +377,24 @@ HISTORY: Final = History(
 )
 """What retention keeps of the history: the pushes that set each service's last status, last
 DELIVERED and last FAILED values, and the one that confirmed its expectation."""
+
+_QUIET: Final = "(status_at IS NULL OR status_at < ?)"
+FINISHED: Final = Finished(
+    "shadows",
+    # Unqualified names are the device's: shadows have none of these columns.
+    "SELECT s.device_id, s.service_id FROM devices AS d JOIN shadows AS s"  # noqa: S608
+    f" ON s.device_id = d.device_id WHERE {DELETED} AND updated_at < ? AND {_QUIET}",
+    "DELETE FROM shadows WHERE device_id = ? AND service_id = ?"  # noqa: S608 - constants
+    f" AND {_QUIET} AND EXISTS (SELECT 1 FROM devices AS d"
+    f" WHERE d.device_id = shadows.device_id AND {DELETED} AND updated_at < ?)",
+    (
+        "DELETE FROM shadow_events WHERE device_id = ? AND service_id = ?",
+        "DELETE FROM shadow_expectations WHERE device_id = ? AND service_id = ?",
+    ),
+)
+"""What finished-retention deletes: the services of each deleted device (`devices.FINISHED`
+then deletes its record), with their history and expectations, once nothing was heard about
+the device nor a service since. Retention runs it before `devices.FINISHED`."""
 
 PROJECTION: Final = Tracker("shadow", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

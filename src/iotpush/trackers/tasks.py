@@ -15,11 +15,11 @@ import msgspec
 
 from ..formats.v5.models import BatchTaskUpdate
 from ..models import Notification
-from ._common import Database, History, Tracker, fold_ranked, movers_and_latest
+from ._common import Database, Finished, History, Tracker, fold_ranked, movers_and_latest
 
 __all__ = [
-    "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "TaskEvent", "TaskRecord",
-    "apply", "get_task",
+    "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "TaskEvent",
+    "TaskRecord", "apply", "get_task",
 ]  # fmt: skip
 
 HANDLES: Final = (BatchTaskUpdate,)
@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS task_events (
     PRIMARY KEY (task_id, entry_id)
 );
 CREATE INDEX IF NOT EXISTS task_events_entry ON task_events (entry_id);
+CREATE INDEX IF NOT EXISTS task_events_final ON task_events (received_at)
+    WHERE upper(status) IN ('SUCCESS', 'PARTIALSUCCESS', 'FAIL', 'STOPPED');
 """
 
 RESET: Final = ("DELETE FROM task_events",)
@@ -116,6 +118,21 @@ def get_task(db: Database, task_id: str) -> TaskRecord | None:
 HISTORY: Final = History("task_events", movers_and_latest("task_events", "task_id", RANKS))
 """What retention keeps of the history: the pushes that moved each task's status, and its latest
 push."""
+
+_FINAL_PUSH: Final = "upper(status) IN ('SUCCESS', 'PARTIALSUCCESS', 'FAIL', 'STOPPED')"
+_QUIET: Final = (
+    "NOT EXISTS (SELECT 1 FROM task_events AS n"
+    " WHERE n.task_id = task_events.task_id AND n.received_at >= ?)"
+)
+FINISHED: Final = Finished(
+    "tasks",
+    f"SELECT task_id FROM task_events WHERE {_FINAL_PUSH} AND received_at < ? AND {_QUIET}"  # noqa: S608
+    " ORDER BY received_at",
+    f"DELETE FROM task_events WHERE task_id = ? AND {_QUIET}",  # noqa: S608 - constants
+    (),
+)
+"""What finished-retention deletes: each task with a final status (its history is the
+record), once no push about it came since."""
 
 PROJECTION: Final = Tracker("tasks", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

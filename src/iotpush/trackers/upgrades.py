@@ -32,6 +32,7 @@ from ..models import (
 )
 from ._common import (
     Database,
+    Finished,
     History,
     Tracker,
     dumps,
@@ -44,8 +45,8 @@ from ._common import (
 )
 
 __all__ = [
-    "CURSOR_PATTERN", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA", "UpgradeEvent",
-    "UpgradeRecord", "apply", "find_upgrades", "get_upgrade", "parse_cursor",
+    "CURSOR_PATTERN", "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RESET", "SCHEMA",
+    "UpgradeEvent", "UpgradeRecord", "apply", "find_upgrades", "get_upgrade", "parse_cursor",
 ]  # fmt: skip
 
 HANDLES: Final = (
@@ -79,6 +80,8 @@ CREATE TABLE IF NOT EXISTS upgrades (
 );
 CREATE INDEX IF NOT EXISTS upgrades_device ON upgrades (device_id);
 CREATE INDEX IF NOT EXISTS upgrades_updated ON upgrades (updated_at);
+CREATE INDEX IF NOT EXISTS upgrades_finished ON upgrades (updated_at)
+    WHERE result IS NOT NULL;
 CREATE TABLE IF NOT EXISTS upgrade_events (
     entry_id BIGINT PRIMARY KEY,
     operation_id TEXT NOT NULL,
@@ -346,6 +349,16 @@ HISTORY: Final = History(
 )
 """What retention keeps of the history: the pushes that set each upgrade's state and result,
 and its latest push."""
+
+_KEY: Final = "operation_id = ? AND sub_operation_id = ? AND device_id = ?"
+FINISHED: Final = Finished(
+    "upgrades",
+    "SELECT operation_id, sub_operation_id, device_id FROM upgrades"
+    " WHERE result IS NOT NULL AND updated_at < ? ORDER BY updated_at",
+    f"DELETE FROM upgrades WHERE {_KEY} AND result IS NOT NULL AND updated_at < ?",  # noqa: S608
+    (f"DELETE FROM upgrade_events WHERE {_KEY}",),  # noqa: S608 - constants
+)
+"""What finished-retention deletes: each upgrade with a result, with its history."""
 
 PROJECTION: Final = Tracker("upgrades", HANDLES, apply, RESET)
 """This tracker as a `iotpush.projections.Projection`."""

@@ -42,6 +42,7 @@ from . import (
     m0006_query_pages,
     m0007_history_entry_indexes,
     m0008_ready_checks,
+    m0009_finished_records,
 )
 
 __all__ = [
@@ -97,6 +98,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
             m0006_query_pages,
             m0007_history_entry_indexes,
             m0008_ready_checks,
+            m0009_finished_records,
         ),
         start=1,
     )
