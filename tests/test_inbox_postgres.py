@@ -631,3 +631,31 @@ def test_an_entry_left_by_another_process_is_claimed_on_its_notification(
 
     run(scenario())
     assert got == ["d9"]
+
+
+def test_one_process_of_a_cluster_runs_a_retention_round_at_a_time(
+    postgres_store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from iotpush.events import PurgeRound
+    from iotpush.retention import Retention
+
+    clock = FakeClock()
+    purge = {"keep": 1.0, "finished": trackers.FINISHED, "finished_keep": 1.0, "clock": clock}
+
+    async def scenario() -> tuple[bool, object, object, bool]:
+        async with (
+            PostgresInbox(postgres_store, clock=clock) as a,
+            PostgresInbox(postgres_store, clock=clock) as b,
+        ):
+            async with a.purge_turn() as first:
+                async with b.purge_turn() as second:  # another process's round meanwhile
+                    pass
+                skipped = await Retention(b, trackers.HISTORIES, **purge).purge()  # type: ignore[arg-type]
+            ran = await Retention(b, trackers.HISTORIES, **purge).purge()  # type: ignore[arg-type]
+            return first, skipped, ran, second
+
+    with caplog.at_level(logging.DEBUG, "iotpush.retention"):
+        first, skipped, ran, second = run(scenario())
+    assert (first, second) == (True, False)
+    assert skipped is None and isinstance(ran, PurgeRound)
+    assert "another process is purging the store; round skipped" in caplog.text

@@ -85,8 +85,17 @@ class Retention:
         self._after = {history.table: 0 for history in self.histories}
         self._task: asyncio.Task[None] | None = None
 
-    async def purge(self) -> PurgeRound:
-        """Run one round now; return what it deleted (also emitted and logged)."""
+    async def purge(self) -> PurgeRound | None:
+        """Run one round now; return what it deleted (also emitted and logged), or None when
+        another process sharing the store is running one (`Inbox.purge_turn`): this round is
+        skipped, which the log says at debug level."""
+        async with self.inbox.purge_turn() as mine:
+            if not mine:
+                log.debug("retention: another process is purging the store; round skipped")
+                return None
+            return await self._round()
+
+    async def _round(self) -> PurgeRound:
         started = time.perf_counter()
         before = self.clock() - self.keep
         purged = {"entries": await self.inbox.purge(before, batch=self.batch, dead=False)}

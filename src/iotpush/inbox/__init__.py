@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
@@ -467,6 +468,13 @@ class Inbox(abc.ABC):
     @abc.abstractmethod
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` on a read connection; it sees every committed transaction."""
+
+    @contextlib.asynccontextmanager
+    async def purge_turn(self) -> AsyncIterator[bool]:
+        """Whether this process may run a retention round now, held until the block ends: of
+        the processes sharing a store, one at a time (the others skip their round). A store
+        of one process always lets it."""
+        yield True
 
     async def give_back(self, pages: int = 256) -> int:
         """Give up to ``pages`` free pages of the store back to the filesystem, in one short

@@ -29,6 +29,7 @@ __all__ = [
     "NOTIFY",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
+    "PURGE_LOCK",
     "RELEASE_EXPIRED",
     "collated",
     "translate",
@@ -38,6 +39,12 @@ __all__ = [
 # Text compares byte by byte, as in SQLite, whatever the database's default collation: paging
 # by id (`after`) and ordering give the same answers on both backends.
 _TEXT = re.compile(r"\bTEXT\b")
+
+# One retention round at a time per store (schema): the others skip theirs. A session lock, on a
+# connection the round opens for it (`PostgresInbox.purge_turn`); its key is not a device's.
+PURGE_LOCK = (
+    "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || '/ retention', 7284))"
+)
 
 INBOX_SCHEMA = _TEXT.sub(
     'TEXT COLLATE "C"',

@@ -31,8 +31,9 @@ never on open: opening a database whose schema is missing or behind raises `Conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -60,6 +61,7 @@ from ._postgres_sql import (
     NOTIFY,
     OUTBOX_ADD,
     OUTBOX_TAKE,
+    PURGE_LOCK,
     translate,
     where,
 )
@@ -256,6 +258,18 @@ class PostgresInbox(SQLInbox):
                 raise read_error(self.target, exc) from exc
 
         return await asyncio.to_thread(run)
+
+    @contextlib.asynccontextmanager
+    async def purge_turn(self) -> AsyncIterator[bool]:
+        # A session lock on a connection of its own, closed at the end: whatever happens to the
+        # round (or to the process), the lock goes with the connection.
+        target = self.target
+        conn = await asyncio.to_thread(target.connect, None, "retention", self.db_timeout)
+        try:
+            row = await asyncio.to_thread(lambda: conn.execute(PURGE_LOCK).fetchone())
+            yield bool(row[0])
+        finally:
+            await asyncio.to_thread(conn.close)
 
     # group commit --------------------------------------------------------------------------
 
