@@ -23,6 +23,10 @@ E2E_FIELDS = (
     "bytes_per_notification",
     "held_us_per_entry",
     "held_transactions",
+    "server_cpu_us",
+    "server_cores",
+    "postgres_cpu_us",
+    "postgres_cores",
 )
 
 # The goals of issue 5.
@@ -179,6 +183,17 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
             f"sustained delivery {_num(e['sustained_rate'], ',.0f', 0)}/s; "
             f"inbox {_num(e['bytes_per_notification'], ',.0f', 0)} B/notification",
         ]
+        if e.get("server_cpu_us") is not None:
+            cpu = (
+                f"  CPU during the load: server {_num(e['server_cpu_us'], ',.0f', 0)} µs per"
+                f" request ({_num(e['server_cores'], '.2f', 0)} cores)"
+            )
+            if e.get("postgres_cpu_us") is not None:
+                cpu += (
+                    f", PostgreSQL {_num(e['postgres_cpu_us'], ',.0f', 0)} µs"
+                    f" ({_num(e['postgres_cores'], '.2f', 0)} cores)"
+                )
+            lines.append(cpu)
         if e.get("published") is not None:
             lines.append(f"  published to JetStream: {_num(e['published'], ',.0f', 0)}")
         if e.get("held_us_per_entry") is not None:

@@ -38,6 +38,7 @@ from benchmarks.servers import (
     ConfigName,
     Server,
     count_at,
+    cpu_spent,
     iotpush_command,
     pinning,
 )
@@ -215,6 +216,19 @@ def end_to_end(server: Server, load: LoadResult, load_end: float, timeout: float
     }
 
 
+def cpu_figures(cpu: tuple[float, float], load: LoadResult) -> dict[str, Any]:
+    """CPU during the load: the server's and (PostgreSQL configs) its database backends', per
+    request answered 2xx and as a share of one core."""
+    server, database = cpu
+    ok = load.ok or None
+    return {
+        "server_cpu_us": server * 1e6 / ok if ok else None,
+        "server_cores": server / load.duration if load.duration else None,
+        "postgres_cpu_us": database * 1e6 / ok if ok and database else None,
+        "postgres_cores": database / load.duration if load.duration and database else None,
+    }
+
+
 class Scraper:
     """Scrapes ``/metrics`` every ``interval`` seconds (``--scrape-interval``: 1 s, 15 times
     Prometheus's default rate, unless told), until stopped: the metrics' cost is measured with
@@ -255,6 +269,7 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
     scrapes_it = iotpush and config != "iotpush-nometrics"
     scraper = Scraper(server.url, bench.scrape_interval) if scrapes_it else None
     try:
+        cpu_before = server.cpu() if iotpush else {}
         load, wrk_report = run_wrk(
             bench.wrk,
             server.url,
@@ -264,8 +279,11 @@ def measure(bench: Bench, round_: int, config: ConfigName) -> dict[str, Any]:
             bench.load_pin,
         )
         load_end = time.time()
+        cpu = cpu_spent(cpu_before, server.cpu()) if iotpush else None
         scrapes = scraper.stop() if scraper is not None else None
         e2e = end_to_end(server, load, load_end, bench.drain_timeout) if iotpush else None
+        if e2e is not None and cpu is not None:
+            e2e.update(cpu_figures(cpu, load))
         memory = server.memory()
         problems = []
         if server.exited:

@@ -293,6 +293,15 @@ class Server:
                 pass
         return total
 
+    def cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) so far of every process of the server's trees and, for
+        the PostgreSQL configs, of the database server processes serving its schema, by pid."""
+        pids = [pid for process in self.processes for pid in process_tree(process.pid)]
+        found = {pid: cpu_seconds(pid) for pid in pids}
+        if self.store is not None:
+            found.update({-pid: cpu_seconds(pid) for pid in self.store.backends()})
+        return found
+
     def published(self) -> int | None:
         """Messages in the config's JetStream stream, or None without one."""
         return None if self.stream is None else self.stream.messages()
@@ -380,6 +389,26 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current)
         todo.extend(children.get(current, []))
     return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of ``pid`` so far (0 if it is gone or not readable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> tuple[float, float]:
+    """CPU seconds spent between two `Server.cpu` readings: the server's processes, and the
+    database's (negative keys); a process that appeared in between counts from zero."""
+    spent = {pid: seconds - before.get(pid, 0.0) for pid, seconds in after.items()}
+    return (
+        sum(s for pid, s in spent.items() if pid > 0),
+        sum(s for pid, s in spent.items() if pid < 0),
+    )
 
 
 def read_status(pid: int) -> dict[str, int]:

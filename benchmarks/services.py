@@ -96,6 +96,19 @@ class Store:
         except Exception:  # a size we cannot read is not worth failing a run
             return 0
 
+    def backends(self) -> list[int]:
+        """The pids of the database server processes serving iotpush's connections to this
+        schema (their ``application_name`` names it); empty if they cannot be read."""
+        import psycopg
+
+        sql = "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s"
+        try:
+            with psycopg.connect(self.server, autocommit=True, connect_timeout=5) as conn:
+                rows = conn.execute(sql, (f"iotpush % {self.schema}",)).fetchall()
+        except Exception:  # no figure rather than a failed run
+            return []
+        return [int(pid) for (pid,) in rows]
+
     def drop(self) -> None:
         """Drop the schema and everything in it."""
         # Left behind at worst: its name says which bench made it.

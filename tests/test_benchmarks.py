@@ -99,6 +99,26 @@ def test_api_scale_small_run_prints_every_endpoint() -> None:
     assert "filled 3,000 of 3,000" in done.stderr
 
 
+def test_pgcost_small_run_measures_both_sides_of_each_entry() -> None:
+    from tests.conftest import postgres_server
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pgcost", "--postgres", postgres_server(), "-n", "300",
+         "--warm", "50", "--connections", "8", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["n"] == 300
+    assert result["iotpush_us"] > 0
+    assert result["postgres_us"] > 0, "the server's processes were not found in /proc"
+    assert result["threads"]["iotpush-postgres-writer"] > 0
+
+
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
     [

@@ -255,6 +255,30 @@ def test_release_gives_the_owners_claims_back_and_returns_their_count(
     asyncio.run(scenario())
 
 
+def test_begins_at_once_each_answer_for_their_own_entry(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with inbox_factory() as inbox:
+            a, b, c, d = await append_all(
+                inbox, *(incoming(clock, k, device=f"dev-{k}") for k in "abcd")
+            )
+            await inbox.claim("A", 2, LEASE)
+            await inbox.claim("B", 1, LEASE)
+            begun = await asyncio.gather(
+                inbox.begin("A", a, 1),
+                inbox.begin("A", c, 1),  # B holds it
+                inbox.begin("B", c, 3),
+                inbox.begin("A", b, 2),
+                inbox.begin("A", d, 1),  # nobody claimed it
+            )
+            stored = [await inbox.get(id) for id in (a, b, c, d)]
+        assert begun == [True, False, True, True, False]
+        assert [e.attempts for e in stored] == [1, 2, 3, 0]
+
+    asyncio.run(scenario())
+
+
 # ack, fail, dead -----------------------------------------------------------------------------
 
 

@@ -303,8 +303,9 @@ class GroupCommit(BatchWriter):
         max_pending: The most bounded writes queued for the next transaction (None: no bound):
             beyond, they are refused at once (the receive path answers 503).
         on_begin: Called (in the writer thread) as each transaction begins.
-        before_send: Called with the connection and the batch's `Sent` writes, before they are
-            sent (the inbox takes its locks).
+        before_send: Called with the connection and every write of the batch, before the
+            `Sent` ones are sent (the inbox takes its locks, and gathers writes it runs as one
+            statement).
         before_commit: Called with the connection after the batch's writes, before COMMIT.
         wake: A statement run before COMMIT when a write of the batch asked to wake the work
             waiters (other processes' too: a NOTIFY).
@@ -324,7 +325,7 @@ class GroupCommit(BatchWriter):
         timeout: float | None = None,
         max_pending: int | None = None,
         on_begin: Callable[[], None] = nothing,
-        before_send: Callable[[Pipelined, list[Sent]], None] = nothing,
+        before_send: Callable[[Pipelined, list[Callable[[Any], Any]]], None] = nothing,
         before_commit: Callable[[Any], None] = nothing,
         after_commit: Callable[[bool], None] = nothing,
         wake: str | None = None,
@@ -439,8 +440,9 @@ class GroupCommit(BatchWriter):
             with conn.pipeline() as pipeline:
                 pipelined = Pipelined(conn, pipeline)
                 pipelined.execute("BEGIN")
-                sent = [op.fn for op in batch if isinstance(op.fn, Sent)]
-                self.before_send(pipelined, sent)
+                fns = [op.fn for op in batch]
+                self.before_send(pipelined, fns)
+                sent = [fn for fn in fns if isinstance(fn, Sent)]
                 for fn in sent:
                     fn.send(pipelined)
                 results = self._apply(pipelined, batch, psycopg.Error)

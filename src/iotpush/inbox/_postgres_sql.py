@@ -15,6 +15,8 @@ from . import Selection, _sqlbase
 from ._sqlbase import COLUMNS
 
 __all__ = [
+    "ACK",
+    "BEGIN",
     "CANDIDATES",
     "CANDIDATES_LOCKED",
     "CHANNEL",
@@ -144,6 +146,26 @@ ON CONFLICT (dedupe) DO UPDATE
     WHERE inbox.key = excluded.key AND inbox.received_at >= %(cutoff)s
 RETURNING id, duplicates, owner, lease_until
 """  # noqa: S608 - a constant: only the clock expression is interpolated
+
+# Statements that find entries by id test their state with ``IS TRUE``: a plain ``state = ...``
+# (or ``owner = ...``) lets the planner pick a partial index instead of the primary key, and
+# without statistics (a new table, or autovacuum off) it did: every claimed entry of the owner
+# was read for each entry begun, every open entry for each ack.
+
+# The attempts that a batch's deliveries begin (`PostgresInbox.begin`), in one statement; the ids
+# it returns are those still claimed by the owner that began them.
+BEGIN = """
+UPDATE inbox SET attempts = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], id)]
+WHERE id = ANY(%(ids)s::bigint[])
+    AND (state = 'claimed' AND owner = (%(owners)s::text[])[array_position(%(ids)s::bigint[], id)])
+        IS TRUE
+RETURNING id, owner
+"""
+
+ACK = """
+UPDATE inbox SET state = 'done', finished_at = %s, owner = NULL, lease_until = NULL
+WHERE id = ANY(%s::bigint[]) AND (state = 'claimed') IS TRUE
+"""
 
 OUTBOX_ADD = "INSERT INTO outbox (sink, id) SELECT sink, %s FROM unnest(%s::text[]) AS sink"
 

@@ -54,6 +54,8 @@ from ._postgres_db import (
     read_error,
 )
 from ._postgres_sql import (
+    ACK,
+    BEGIN,
     COLUMNS,
     DB_NOW,
     DEVICE_LOCKS,
@@ -141,17 +143,20 @@ class PostgresInbox(SQLInbox):
         return translate(sql)
 
     def _tracker_db(self, conn: Pipelined) -> Database:
-        return Db(conn)  # the devices are locked already (`_lock`)
+        return Db(conn)  # the devices are locked already (`_before_send`)
 
-    def _lock(self, conn: Pipelined, sent: list[Sent]) -> None:
+    def _before_send(self, conn: Pipelined, writes: list[Callable[[Any], Any]]) -> None:
         # The devices of the batch's appends, before their INSERTs: see DEVICE_LOCKS.
         devices = sorted(
-            {fn.device for fn in sent if isinstance(fn, _Append) and fn.device is not None}
+            {fn.device for fn in writes if isinstance(fn, _Append) and fn.device is not None}
         )
         if devices:
             if devices[0] == "" and self._group is not None:
                 self._group.hold_shared()
             conn.execute(DEVICE_LOCKS, (devices,))
+        begins = [fn for fn in writes if isinstance(fn, _Begin)]
+        if begins:
+            _Begins(begins)
 
     def _lost(self, exc: BaseException) -> bool:
         errors = driver().errors
@@ -189,7 +194,7 @@ class PostgresInbox(SQLInbox):
             timeout=self.db_timeout,
             max_pending=self.max_pending,
             on_begin=self._begin,
-            before_send=self._lock,
+            before_send=self._before_send,
             before_commit=self._before_commit,
             after_commit=self._after_commit,
             wake=NOTIFY,
@@ -359,18 +364,13 @@ class PostgresInbox(SQLInbox):
         return [entry(row) for row in rows]
 
     async def begin(self, owner: str, id: int, attempt: int) -> bool:
-        sql = "UPDATE inbox SET attempts = %s WHERE id = %s AND state = 'claimed' AND owner = %s"
-        # The row count is read once committed: reading it in the transaction would wait for
-        # the database there, once per entry.
-        cursor = await self._write(lambda conn: conn.execute(sql, (attempt, id, owner)))
-        return bool(cursor.rowcount == 1)
+        # The begins of one batch are one statement (`_Begins`), whose answer is read once
+        # committed: reading it in the transaction would wait for the database there.
+        begins = await self._write(_Begin(owner, id, attempt))
+        return begins.began(owner, id)
 
     async def ack(self, ids: Sequence[int]) -> None:
-        sql = (
-            "UPDATE inbox SET state = 'done', finished_at = %s, owner = NULL, lease_until = NULL"
-            " WHERE id = ANY(%s) AND state = 'claimed'"
-        )
-        await self._write(lambda conn: conn.execute(sql, (self.clock(), list(ids))))
+        await self._write(lambda conn: conn.execute(ACK, (self.clock(), list(ids))))
 
     async def renew(self, owner: str, lease: float) -> int:
         sql = f"UPDATE inbox SET lease_until = {DB_NOW} + %s WHERE state = 'claimed' AND owner = %s"  # noqa: S608 - a constant
@@ -450,3 +450,61 @@ class _Append(Sent):
                             lease_until, notification=item.notification)  # fmt: skip
             inbox._handed.append(claimed)
         return Accepted(id, duplicate=False)
+
+
+class _Begin:
+    """One `PostgresInbox.begin` in a batch: run with the batch's others as one statement."""
+
+    __slots__ = ("attempt", "begins", "id", "owner")
+
+    def __init__(self, owner: str, id: int, attempt: int) -> None:
+        self.owner = owner
+        self.id = id
+        self.attempt = attempt
+        self.begins: _Begins | None = None  # set as the batch is sent
+
+    def __call__(self, conn: Pipelined) -> _Begins:
+        begins = self.begins if self.begins is not None else _Begins([self])
+        begins.send(conn)
+        return begins
+
+
+class _Begins:
+    """The begins of one batch: one UPDATE, sent where the first of them runs, and the ids it
+    began (read once the batch committed)."""
+
+    __slots__ = ("_begun", "begins", "cursors")
+
+    def __init__(self, begins: list[_Begin]) -> None:
+        self.begins = begins
+        self.cursors: list[Any] = []
+        self._begun: dict[int, set[str]] | None = None
+        for begin in begins:
+            begin.begins = self
+
+    def send(self, conn: Pipelined) -> None:
+        if self.cursors:
+            return
+        # An id begun twice in one batch (never by one dispatcher) goes in a second statement.
+        rounds: list[dict[int, _Begin]] = []
+        for begin in self.begins:
+            free = next((r for r in rounds if begin.id not in r), None)
+            if free is None:
+                rounds.append(free := {})
+            free[begin.id] = begin
+        for round_ in rounds:
+            params = {
+                "ids": list(round_),
+                "attempts": [b.attempt for b in round_.values()],
+                "owners": [b.owner for b in round_.values()],
+            }
+            self.cursors.append(conn.execute(BEGIN, params))
+
+    def began(self, owner: str, id: int) -> bool:
+        """Whether ``owner``'s attempt of ``id`` was recorded (it still held the entry)."""
+        if self._begun is None:
+            self._begun = {}
+            for cursor in self.cursors:
+                for found, by in cursor.fetchall():
+                    self._begun.setdefault(found, set()).add(by)
+        return owner in self._begun.get(id, ())
