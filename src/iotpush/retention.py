@@ -10,7 +10,8 @@ terminal command, an upgrade with a result, a v5 message or task with a final st
 device with its services and latest data), with all its rows (`iotpush.trackers.FINISHED`);
 records still open stay. Everything goes in transactions of
 `batch` rows that share the store's writer with the receive path, which gets its turn between
-them; then a SQLite file made with incremental vacuum gives the freed pages back, as many per
+them; then a SQLite file made with incremental vacuum gives back the free pages no insert took
+since the last round (those it just freed wait for the next interval's inserts), as many per
 transaction. The quarantine keeps its own bound (``--quarantine-max-rows``). A round emits
 `iotpush.events.PurgeRound` and logs what it deleted.
 """
@@ -97,6 +98,11 @@ class Retention:
 
     async def _round(self) -> PurgeRound:
         started = time.perf_counter()
+        # Free pages that no insert took since the last round are surplus: they go back to the
+        # filesystem. Those this round frees stay for the next interval's inserts: in a steady
+        # state nothing is moved (incremental vacuum moves pages, a lot of write-ahead log on the
+        # writer the receive path shares), and the file shrinks when less comes in than goes.
+        surplus = await self.inbox.free_pages()
         before = self.clock() - self.keep
         purged = {"entries": await self.inbox.purge(before, batch=self.batch, dead=False)}
         for history in self.histories:
@@ -107,7 +113,9 @@ class Retention:
             for records in self.finished:
                 purged[f"finished_{records.kind}"] = await self._drop(records, finished_before)
         freed = 0
-        while step := await self.inbox.give_back(self.batch):  # a SQLite file shrinks
+        while freed < surplus and (
+            step := await self.inbox.give_back(min(surplus - freed, self.batch))
+        ):
             freed += step
         seconds = time.perf_counter() - started
         round = PurgeRound(purged, seconds, before, freed, finished_before)

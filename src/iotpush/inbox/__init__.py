@@ -476,6 +476,11 @@ class Inbox(abc.ABC):
         of one process always lets it."""
         yield True
 
+    async def free_pages(self) -> int:
+        """How many free pages the store holds that `give_back` would return (0: none, or the
+        store does not give pages back)."""
+        return 0
+
     async def give_back(self, pages: int = 256) -> int:
         """Give up to ``pages`` free pages of the store back to the filesystem, in one short
         transaction; how many (0: none left, or the store does not: a SQLite file made without

@@ -352,6 +352,12 @@ class SQLiteInbox(SQLInbox):
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._read(fn)
 
+    async def free_pages(self) -> int:
+        if not self._gives_back:
+            return 0
+        row = await self._read(lambda conn: conn.execute("PRAGMA freelist_count").fetchone())
+        return int(row[0])
+
     async def give_back(self, pages: int = 256) -> int:
         if not self._gives_back:
             return 0
