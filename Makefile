@@ -54,10 +54,10 @@ bench-fleet: $(STAMP)  ## the same with 300k devices in the store and in the loa
 bench-soak: $(STAMP)  ## iotpush alone, 5 min at half its max rate: memory growth
 	$(PY) benchmarks/run.py --soak 300
 
-bench-retention: $(STAMP)  ## 3 min soaks at 500/s: retention 30s with finished records kept 30s, kept forever, and retention off: store size, RSS, p99
-	$(PY) benchmarks/run.py --soak 180 --rate 500 --retention 30s --finished-retention 30s --purge-interval 5s --out benchmarks/results/retention-on.json
-	$(PY) benchmarks/run.py --soak 180 --rate 500 --retention 30s --finished-retention 0 --purge-interval 5s --out benchmarks/results/retention-unfinished.json
-	$(PY) benchmarks/run.py --soak 180 --rate 500 --retention 0 --out benchmarks/results/retention-off.json
+bench-retention: $(STAMP)  ## 3 min soaks at 500/s of the lifecycle mix: retention 30s with finished records kept 30s, kept forever, and retention off: store size, RSS, p99
+	$(PY) benchmarks/run.py --soak 180 --rate 500 --lifecycles --retention 30s --finished-retention 30s --purge-interval 5s --out benchmarks/results/retention-on.json
+	$(PY) benchmarks/run.py --soak 180 --rate 500 --lifecycles --retention 30s --finished-retention 0 --purge-interval 5s --out benchmarks/results/retention-unfinished.json
+	$(PY) benchmarks/run.py --soak 180 --rate 500 --lifecycles --retention 0 --out benchmarks/results/retention-off.json
 
 bench-api: $(STAMP)  ## the query API on 1M entries, 100k devices: p50/p99 per endpoint, SQLite and PostgreSQL
 	$(PY) benchmarks/api_scale.py --store sqlite

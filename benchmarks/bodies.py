@@ -8,7 +8,17 @@ A template is a compact JSON body with tokens that a request counter ``n`` fills
 * ``@DEV@``  a device id from a pool of `DEVICES` devices, so one device gets many
   notifications and the dispatcher's per-device ordering is exercised,
 * ``@UDEV@`` a device id of its own (a device is added or deleted once),
-* ``@T@``    a platform time string, ``BASE_TIME + n`` seconds.
+* ``@T@``    a platform time string, ``BASE_TIME + n`` seconds,
+* ``@C@``    the cycle of 200 requests ``n`` is in (``n // 200``), and ``@P@`` the one before:
+  the lifecycle mix only (`build_mix` with ``lifecycles=True``; the Python pacer, not wrk).
+
+In the usual mix every command, upgrade and added device has an id of its own and most never
+finish (a command SENT, an upgrade's state, a device added and never deleted): with retention,
+those open records are what the store keeps. The lifecycle mix (`lifecycle_variants`) gives them
+lifecycles instead, in the same proportions: each command id gets a push that moves it and one
+that ends it, each upgrade a state and a result, each added device is bound in its cycle and
+deleted in the next; so what stays open is bounded, as in a fleet, and ``--finished-retention``
+bounds the rest.
 
 Every type puts ``@N@`` or ``@T@`` into what its idempotency key covers, so no request of a run
 is a duplicate of another and dedupe drops nothing. The same templates feed wrk (as a Lua table,
@@ -38,7 +48,8 @@ DEVICE_PREFIX = "3f1e9a52-7c41-4b8e-9d2a-"
 UNIQUE_PREFIX = "d0a1b2c3-5e6f-4a7b-8c9d-"
 
 # Token -> the number the Lua script switches on.
-TOKENS: dict[str, int] = {"@N@": 1, "@DEV@": 2, "@UDEV@": 3, "@T@": 4}
+TOKENS: dict[str, int] = {"@N@": 1, "@DEV@": 2, "@UDEV@": 3, "@T@": 4, "@C@": 5, "@P@": 6}
+CYCLE = 200  # requests in one pass of the mix
 _SPLIT = re.compile("(" + "|".join(map(re.escape, TOKENS)) + ")")
 _NUM = "@NUM@"  # a bare number in JSON: encoded as a string first, unquoted afterwards
 
@@ -279,8 +290,40 @@ def v5_variants() -> dict[str, list[dict[str, Any]]]:
     }  # fmt: skip
 
 
-def _template(kind: str, body: dict[str, Any]) -> Template:
+def lifecycle_variants() -> dict[str, list[dict[str, Any]]]:
+    """`variants` whose commands, upgrades and added devices finish (see the module's doc).
+
+    ``@K@`` is a template's number among those of its type in the cycle (`build_mix` puts it
+    in): templates with the same number name the same thing.
+    """
+    v = variants()
+    ok, fail = {"light_state": 1}, {"reason": "send command failed"}
+    nb = [_nb("SENT", None), _nb("SUCCESSFUL", ok), _nb("DELIVERED", None), _nb("FAILED", fail)]
+    for body in nb:  # template i is command i // 2: SENT then SUCCESSFUL, DELIVERED then FAILED
+        body["commandId"] = "9a6b9a11c2f0b7e2-@C@-@K2@"
+    v["nbCommandStatusChanged"] = nb
+    for kind in ("messageConfirm", "commandRsp"):  # template i of each: request i of the cycle
+        v[kind][0]["header"]["requestId"] = "rq-@C@-@K@"
+    for kind, prefix in (
+        ("swUpgradeStateChangeNotify", "sw"),
+        ("swUpgradeResultNotify", "sw"),
+        ("fwUpgradeStateChangeNotify", "fw"),
+        ("fwUpgradeResultNotify", "fw"),
+    ):
+        body = v[kind][0]
+        body["operationId"] = body["subOperationId"] = f"{prefix}-@C@-@K@"
+        body["deviceId"] = f"{UNIQUE_PREFIX}{prefix}@C@-@K@"
+    for kind, cycle in (("deviceAdded", "@C@"), ("bindDevice", "@C@"), ("deviceDeleted", "@P@")):
+        body = v[kind][0]
+        body["deviceId"] = f"{UNIQUE_PREFIX}L{cycle}-@K@"  # deleted a cycle after it was added
+        if "gatewayId" in body:
+            body["gatewayId"] = body["deviceId"]
+    return v
+
+
+def _template(kind: str, body: dict[str, Any], i: int = 0) -> Template:
     text = json.dumps(body, separators=(",", ":")).replace(f'"{_NUM}"', "@N@")
+    text = text.replace("@K2@", str(i // 2)).replace("@K@", str(i))
     parts: list[str | int] = []
     for i, piece in enumerate(_SPLIT.split(text)):
         if i % 2:
@@ -291,14 +334,15 @@ def _template(kind: str, body: dict[str, Any]) -> Template:
     return Template(kind, path, tuple(parts))
 
 
-def build_mix(seed: int = 5, *, v5: bool = False) -> list[Template]:
+def build_mix(seed: int = 5, *, v5: bool = False, lifecycles: bool = False) -> list[Template]:
     """The cycle of 200 templates requests go through, by `WEIGHTS` (`V5_WEIGHTS`), in a fixed
-    shuffled order."""
+    shuffled order; with ``lifecycles``, `lifecycle_variants` (not with ``v5``)."""
     cycle: list[Template] = []
     weights = V5_WEIGHTS if v5 else WEIGHTS
-    for kind, bodies in (v5_variants() if v5 else variants()).items():
+    kinds = v5_variants() if v5 else lifecycle_variants() if lifecycles else variants()
+    for kind, bodies in kinds.items():
         weight = weights.get(kind, OTHER_WEIGHT)
-        cycle += [_template(kind, bodies[i % len(bodies)]) for i in range(weight)]
+        cycle += [_template(kind, bodies[i % len(bodies)], i) for i in range(weight)]
     random.Random(seed).shuffle(cycle)
     return cycle
 
@@ -317,6 +361,8 @@ def token_value(token: int, n: int, devices: int = DEVICES) -> str:
         return device_id(n % devices)
     if token == 3:
         return f"{UNIQUE_PREFIX}{n:012d}"
+    if token in (5, 6):
+        return str(n // CYCLE - (token == 6))
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(BASE_TIME + n))
 
 
@@ -351,14 +397,14 @@ def write_lua(
     path.write_text("\n".join(lines))
 
 
-def check(count: int, *, v5: bool = False) -> list[str]:
+def check(count: int, *, v5: bool = False, lifecycles: bool = False) -> list[str]:
     """Render ``count`` requests and return the problems found (empty: every body is valid,
     unique by iotpush's idempotency key, and the mix holds all 22 types, or every v5 pair)."""
     from iotpush import NOTIFICATION_TYPES, decode
     from iotpush.idempotency import key_and_slot
     from iotpush.v5 import PAIRS
 
-    mix = build_mix(v5=v5)
+    mix = build_mix(v5=v5, lifecycles=lifecycles)
     problems: list[str] = []
     keys: set[str] = set()
     seen: Counter[str] = Counter()
@@ -388,11 +434,12 @@ def main() -> None:
     parser.add_argument("--check", type=int, metavar="N", help="render and validate N requests")
     parser.add_argument("--lua", type=Path, metavar="FILE", help="write the Lua table to FILE")
     parser.add_argument("--v5", action="store_true", help="the v5 variant of the mix")
+    parser.add_argument("--lifecycles", action="store_true", help="the lifecycle mix")
     args = parser.parse_args()
     if args.lua:
         write_lua(args.lua, build_mix(v5=args.v5))
     if args.check:
-        problems = check(args.check, v5=args.v5)
+        problems = check(args.check, v5=args.v5, lifecycles=args.lifecycles)
         for line in problems[:20]:
             print(line, file=sys.stderr)
         counts = Counter(t.type for t in build_mix(v5=args.v5))

@@ -90,12 +90,19 @@ async def _request(
 
 
 async def pace(
-    url: str, rate: float, duration: float, connections: int, start: int = 0
+    url: str,
+    rate: float,
+    duration: float,
+    connections: int,
+    start: int = 0,
+    *,
+    lifecycles: bool = False,
 ) -> dict[str, Any]:
-    """Send ``rate`` requests per second for ``duration`` seconds; the figures as a dict."""
+    """Send ``rate`` requests per second for ``duration`` seconds; the figures as a dict
+    (``lifecycles``: the mix whose commands, upgrades and devices finish, `bodies`)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    mix = bodies.build_mix()
+    mix = bodies.build_mix(lifecycles=lifecycles)
     queue: asyncio.Queue[tuple[float, int] | None] = asyncio.Queue()
     tally = Tally()
     clock = time.monotonic  # uvloop's loop.time() only has millisecond resolution
@@ -174,8 +181,12 @@ def main() -> None:
     p.add_argument("--duration", type=float, required=True, help="seconds")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--start", type=int, default=0, help="counter of the first request")
+    p.add_argument("--lifecycles", action="store_true", help="the lifecycle mix (see bodies)")
     args = p.parse_args()
-    coro = pace(args.url, args.rate, args.duration, args.connections, args.start)
+    coro = pace(
+        args.url, args.rate, args.duration, args.connections, args.start,
+        lifecycles=args.lifecycles,
+    )  # fmt: skip
     try:
         import uvloop
     except ImportError:

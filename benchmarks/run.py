@@ -118,6 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="iotpush's --retention (0: off) [its default, 7d]; --soak shows the store's size",
     )
     p.add_argument(
+        "--lifecycles",
+        action="store_true",
+        help="--soak with the mix whose commands, upgrades and devices finish (benchmarks/bodies)",
+    )
+    p.add_argument(
         "--finished-retention",
         metavar="DURATION",
         default=None,
@@ -460,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"soak: iotpush for {args.soak:g} s, {args.connections} connections, {pinned}{kept}"
             )
-            results = run_soak(bench, args.soak, args.rate)
+            if args.lifecycles:
+                kept += ", the lifecycle mix"
+            results = run_soak(bench, args.soak, args.rate, lifecycles=args.lifecycles)
         else:
             print(
                 f"bench: {', '.join(args.config_list)}; {args.rounds} round(s) of "

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import report
+from benchmarks.bigstore import sample
 from benchmarks.servers import ROOT, BenchError, Server
 from benchmarks.wrk import run_wrk
 
@@ -54,8 +55,11 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in points) / var if var else None
 
 
-def run_soak(bench: Bench, seconds: float, rate: float | None) -> dict[str, Any]:
-    """Run the soak; print progress and a summary; return the JSON-ready results."""
+def run_soak(
+    bench: Bench, seconds: float, rate: float | None, *, lifecycles: bool = False
+) -> dict[str, Any]:
+    """Run the soak; print progress and a summary; return the JSON-ready results
+    (``lifecycles``: the mix whose commands, upgrades and devices finish, `bodies`)."""
     if rate is None:
         top = probe_rate(bench)
         rate = top / 2
@@ -66,6 +70,7 @@ def run_soak(bench: Bench, seconds: float, rate: float | None) -> dict[str, Any]
     try:
         time.sleep(1.0)
         idle_rss = server.memory()["rss"]
+        io_start = sample(server)
         cmd = [
             *bench.load_pin,
             sys.executable,
@@ -79,6 +84,7 @@ def run_soak(bench: Bench, seconds: float, rate: float | None) -> dict[str, Any]
             f"{seconds:g}",
             "--connections",
             str(bench.connections),
+            *(["--lifecycles"] if lifecycles else []),
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         began = time.time()
@@ -115,9 +121,17 @@ def run_soak(bench: Bench, seconds: float, rate: float | None) -> dict[str, Any]
         load = json.loads(out.strip().splitlines()[-1])
         drained = _drain(server, load["ok"], bench.drain_timeout)
         memory = server.memory()
+        io_end = sample(server)
+        handled_n = max(1, int(drained.get("count", 0)))
+        cpu_ms = (io_end["cpu"] - io_start["cpu"]) * 1000 / handled_n
+        wchar_kb = (io_end["wchar"] - io_start["wchar"]) / 1024 / handled_n
+        print(f"  server CPU {cpu_ms:.3f} ms and write() {wchar_kb:.2f} KB per notification")
     finally:
         server.stop()
-    return _summarize(seconds, rate, warmup, idle_rss, samples, load, drained, memory, load_end)
+    result = _summarize(seconds, rate, warmup, idle_rss, samples, load, drained, memory, load_end)
+    result["soak"]["server_cpu_ms_per_notification"] = cpu_ms
+    result["soak"]["server_write_kb_per_notification"] = wchar_kb
+    return result
 
 
 def _store_bytes(server: Server) -> int:
@@ -209,5 +223,15 @@ def _summarize(
         )
         result["store_start_middle_end"] = [s["store"] for s in thirds]
         result["rss_start_middle_end"] = [s["rss"] for s in thirds]
+        # Retention settles within its bounds (30 s in `make bench-retention`): the second half
+        # of the soak is where a bounded store is flat.
+        late = [s for s in under_load if s["t"] >= seconds / 2]
+        store_slope = _slope([(s["t"] / 60, s["store"] / mb) for s in late])
+        rss_slope = _slope([(s["t"] / 60, s["rss"] / mb) for s in late])
+        print(
+            f"  second half: store {store_slope or 0:+.2f} MB/min, RSS {rss_slope or 0:+.2f} MB/min"
+        )
+        result["store_slope_second_half_mb_per_min"] = store_slope
+        result["rss_slope_second_half_mb_per_min"] = rss_slope
     print("\ntargets:\n" + report.target_lines([goal]))
     return {"soak": result, "targets": [goal]}

@@ -17,6 +17,25 @@ def test_bodies_check_mix_is_valid_unique_and_complete() -> None:
     assert bodies.check(1_000) == []
 
 
+def test_bodies_lifecycle_mix_is_valid_and_finishes_what_it_opens(tmp_path: Path) -> None:
+    from iotpush import decode
+    from iotpush.trackers import apply_all
+    from tests.conftest import tracker_db
+
+    assert bodies.check(1_000, lifecycles=True) == []
+    mix = bodies.build_mix(lifecycles=True)
+    db = tracker_db(tmp_path / "t.db")
+    for n in range(3 * bodies.CYCLE):
+        t = mix[n % len(mix)]
+        route = "command" if t.path == bodies.COMMAND_PATH else "notify"
+        apply_all(db, n + 1, float(n), decode(bodies.render(t, n), route))
+    (commands,) = db.execute("SELECT count(*) FROM commands WHERE terminal = 0").fetchone()
+    (upgrades,) = db.execute("SELECT count(*) FROM upgrades WHERE result IS NULL").fetchone()
+    live = "SELECT device_id FROM devices WHERE device_id LIKE '%L%' AND deleted_entry_id IS NULL"
+    assert (commands, upgrades) == (0, 0)
+    assert {row[0].rsplit("-", 2)[-2] for row in db.execute(live)} == {"L2"}  # the last cycle's
+
+
 def test_bodies_check_v5_mix_is_valid_unique_and_complete() -> None:
     assert bodies.check(1_000, v5=True) == []
     assert {t.path for t in bodies.build_mix(v5=True)} == {bodies.V5_PATH}
