@@ -126,6 +126,9 @@ class Dispatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._acks: list[int] = []
         self._ack_task: asyncio.Task[None] | None = None
+        # Attempts to record, each with the future its worker awaits (see `_begin`).
+        self._begins: list[tuple[int, int, asyncio.Future[bool]]] = []
+        self._begin_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._caught_up = False  # the last claim found less than it asked for
@@ -167,6 +170,8 @@ class Dispatcher:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self._begin_task is not None:
+            await asyncio.gather(self._begin_task, return_exceptions=True)
         await self._flush_acks()
         # What is still held goes back; an entry whose handlers never started was not charged.
         self._lanes.clear()
@@ -366,7 +371,7 @@ class Dispatcher:
             return None, None
         attempt = entry.attempts + 1
         try:  # the attempt counts from here, whatever happens to this process next
-            if not await self.inbox.begin(self.owner, entry.id, attempt):
+            if not await self._begin(entry.id, attempt):
                 log.warning(
                     "entry %d is no longer held by this process: left to its owner", entry.id,
                     extra=_about(entry, attempt=attempt),
@@ -527,6 +532,39 @@ class Dispatcher:
                 "cannot dead-letter entry %d: %s", entry.id, exc,
                 extra=_about(entry, handler, attempts),
             )  # fmt: skip
+
+    def _begin(self, id: int, attempt: int) -> asyncio.Future[bool]:
+        """Record an attempt together with those of the other workers starting now: one write
+        (and one wake-up of the group commit) for all the lanes a commit set going."""
+        future = asyncio.get_running_loop().create_future()
+        self._begins.append((id, attempt, future))
+        if self._begin_task is None:
+            self._begin_task = asyncio.create_task(self._flush_begins())
+        return future
+
+    async def _flush_begins(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the workers woken with this one queue theirs first
+            while self._begins:
+                begins, self._begins = self._begins, []
+                try:
+                    began = await self.inbox.begin_many(
+                        self.owner, [(id, attempt) for id, attempt, _ in begins]
+                    )
+                except asyncio.CancelledError:
+                    for _, _, future in begins:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - each worker handles it as from `begin`
+                    for _, _, future in begins:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for id, _, future in begins:
+                    if not future.done():  # its worker was cancelled
+                        future.set_result(id in began)
+        finally:
+            self._begin_task = None
 
     def _ack(self, id: int) -> None:
         self._acks.append(id)

@@ -371,6 +371,11 @@ class Inbox(abc.ABC):
         """Record that attempt number ``attempt`` of entry ``id`` starts now, durably, before any
         handler runs; False (nothing recorded) when ``owner`` no longer holds the entry."""
 
+    async def begin_many(self, owner: str, attempts: Sequence[tuple[int, int]]) -> set[int]:
+        """`begin` for each ``(id, attempt)``, recorded together (one write where the store
+        allows it); the ids whose attempt was recorded."""
+        return {id for id, attempt in attempts if await self.begin(owner, id, attempt)}
+
     @abc.abstractmethod
     async def ack(self, ids: Sequence[int]) -> None:
         """Mark entries done: every handler returned."""

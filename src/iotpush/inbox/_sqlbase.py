@@ -359,6 +359,17 @@ class SQLInbox(Inbox):
         )
         return await self._write(lambda conn: conn.execute(sql, (attempt, id, owner)).rowcount == 1)
 
+    async def begin_many(self, owner: str, attempts: Sequence[tuple[int, int]]) -> set[int]:
+        sql = self._q(
+            "UPDATE inbox SET attempts = ? WHERE id = ? AND state = 'claimed' AND owner = ?"
+        )
+
+        def begin(conn: Any) -> set[int]:
+            execute = conn.execute
+            return {id for id, attempt in attempts if execute(sql, (attempt, id, owner)).rowcount}
+
+        return await self._write(begin)
+
     async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
         sql = self._q("UPDATE inbox SET last_error = ?, attempts = ?, due_at = ? WHERE id = ?")
         await self._write(lambda conn: conn.execute(sql, (error, attempts, retry_at, id)))

@@ -369,6 +369,15 @@ class PostgresInbox(SQLInbox):
         begins = await self._write(_Begin(owner, id, attempt))
         return begins.began(owner, id)
 
+    async def begin_many(self, owner: str, attempts: Sequence[tuple[int, int]]) -> set[int]:
+        sql = "UPDATE inbox SET attempts = %s WHERE id = %s AND state = 'claimed' AND owner = %s"
+
+        def begin(conn: Any) -> list[tuple[int, Any]]:
+            return [(id, conn.execute(sql, (attempt, id, owner))) for id, attempt in attempts]
+
+        # As in `begin`: the row counts are read once committed.
+        return {id for id, cursor in await self._write(begin) if cursor.rowcount == 1}
+
     async def ack(self, ids: Sequence[int]) -> None:
         await self._write(lambda conn: conn.execute(ACK, (self.clock(), list(ids))))
 
