@@ -7,6 +7,7 @@ through the ``inbox_factory`` fixture of ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "InboxFactory",
     "append_all",
     "attached_owner_claims",
+    "handoff_waits_in_one_transaction",
     "ids_of",
     "incoming",
     "lease_left",
@@ -236,3 +238,32 @@ async def attached_owner_claims(inbox: Inbox, clock: FakeClock) -> Entry:
     assert (await inbox.get(detached.id)).state == "pending"
     assert len(handed) == 1
     return entry
+
+
+async def handoff_waits_in_one_transaction(inbox: Inbox, clock: FakeClock) -> list[int]:
+    """Hot handoff when appends share a transaction (gathered, so group commit runs them
+    together): a device's new entry is never handed over while an earlier one of it is pending
+    (left so earlier in the same transaction) or claimed by another owner; other devices are
+    still handed over. Returns the ids handed over, attached as ``me`` with room."""
+    handed: list[int] = []
+    room = iter([True, False, True])
+    inbox.attach(
+        "me", on_claimed=lambda es: handed.extend(e.id for e in es), has_room=lambda: next(room)
+    )
+    other, full, behind = await asyncio.gather(
+        inbox.append(incoming(clock, "c", device="d2")),  # handed over
+        inbox.append(incoming(clock, "a", device="d1")),  # no room: left pending
+        inbox.append(incoming(clock, "b", device="d1")),  # behind it
+    )
+    assert handed == [other.id]
+    assert [(await inbox.get(a.id)).state for a in (full, behind)] == ["pending", "pending"]
+    assert ids_of(await inbox.claim("them", 1, LEASE)) == [full.id]
+    assert ids_of(await inbox.claim("me", 10, LEASE)) == []  # d1 waits behind "them"
+    inbox.attach("me", on_claimed=lambda es: handed.extend(e.id for e in es))
+    late, free = await asyncio.gather(
+        inbox.append(incoming(clock, "e", device="d1")),  # "them" holds d1
+        inbox.append(incoming(clock, "f", device="d3")),
+    )
+    assert handed == [other.id, free.id]
+    assert (await inbox.get(late.id)).state == "pending"
+    return handed

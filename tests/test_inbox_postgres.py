@@ -30,7 +30,12 @@ from iotpush.inbox import Entry, Incoming, Selection, _migrations, open_inbox
 from iotpush.inbox._postgres_sql import DB_NOW
 from iotpush.inbox.postgres import PostgresInbox
 from iotpush.models import DeviceInfoChanged
-from tests._inbox import FakeClock, attached_owner_claims, incoming
+from tests._inbox import (
+    FakeClock,
+    attached_owner_claims,
+    handoff_waits_in_one_transaction,
+    incoming,
+)
 from tests.conftest import EXAMPLES, RECEIVE, Recorder, Tally, run, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -548,6 +553,16 @@ def test_projection_failing_statement_keeps_the_entry_and_the_other_entries_stat
 
 
 # hot handoff and wake-ups across processes ---------------------------------------------------
+
+
+def test_handoff_waits_for_entries_opened_in_the_same_transaction(postgres_store: str) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        async with PostgresInbox(postgres_store, clock=clock) as inbox:
+            await handoff_waits_in_one_transaction(inbox, clock)
+
+    run(scenario())
 
 
 def test_attached_owner_gets_new_entries_claimed_after_commit(postgres_store: str) -> None:

@@ -16,7 +16,14 @@ from iotpush.exceptions import ConfigError, InboxUnavailable
 from iotpush.inbox import Accepted, Entry, Incoming, Selection, open_inbox
 from iotpush.inbox.memory import MemoryInbox
 from iotpush.inbox.sqlite import SQLiteInbox
-from tests._inbox import LEASE, RECEIVE, FakeClock, attached_owner_claims, incoming
+from tests._inbox import (
+    LEASE,
+    RECEIVE,
+    FakeClock,
+    attached_owner_claims,
+    handoff_waits_in_one_transaction,
+    incoming,
+)
 from tests.conftest import run
 
 
@@ -289,6 +296,30 @@ def test_sqlite_attached_owner_gets_new_entries_claimed_after_commit(
             return await attached_owner_claims(inbox, clock)
 
     assert run(scenario()).lease_until == clock.now + 30
+
+
+def test_sqlite_handoff_waits_for_entries_opened_in_the_same_transaction(
+    db_path: Path, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with SQLiteInbox(db_path, clock=clock) as inbox:
+            handed = await handoff_waits_in_one_transaction(inbox, clock)
+            await inbox.claim("them", 10, LEASE)
+            theirs = [e.id for e in await inbox.find(Selection()) if e.owner == "them"]
+            await inbox.ack(theirs)  # d1's three entries: no entry is open now but mine
+            assert len(theirs) == 3
+            # In one transaction: an append handed over, a write that gives entries back, then
+            # an append of a device whose entry it gave back.
+            first, released, after = await asyncio.gather(
+                inbox.append(incoming(clock, "g", device="d4")),
+                inbox.release("me"),
+                inbox.append(incoming(clock, "h", device="d2")),
+            )
+            assert released == 3  # d2's, d3's and d4's
+            assert handed[2:] == [first.id]
+            assert (await inbox.get(after.id)).state == "pending"
+
+    run(scenario())
 
 
 def test_sqlite_attached_owner_does_not_take_a_device_another_owner_holds(

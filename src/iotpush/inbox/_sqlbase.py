@@ -224,11 +224,25 @@ class SQLInbox(Inbox):
     # group commit ----------------------------------------------------------------------------
 
     async def _write(
-        self, fn: Callable[[Any], T], *, wakes: bool = False, bounded: bool = False
+        self,
+        fn: Callable[[Any], T],
+        *,
+        wakes: bool = False,
+        bounded: bool = False,
+        opens: bool = True,
     ) -> T:
+        """Queue ``fn`` for the next transaction; ``opens=False`` promises that it leaves no
+        entry pending or claimed by another owner (see `_may_open`)."""
         if self._writer is None:
             raise InboxUnavailable(self._unwritable())
+        if opens:
+            fn = self._may_open(fn)
         return await self._writer.write(fn, wakes=wakes, bounded=bounded)
+
+    def _may_open(self, fn: Callable[[Any], T]) -> Callable[[Any], T]:
+        """``fn``, as a write that may leave entries open for others (a backend that keeps
+        what it knows of them in the transaction forgets it there)."""
+        return fn
 
     def _unwritable(self) -> str:
         """Why writes fail while the store has no writer."""
@@ -357,7 +371,9 @@ class SQLInbox(Inbox):
         sql = self._q(
             "UPDATE inbox SET attempts = ? WHERE id = ? AND state = 'claimed' AND owner = ?"
         )
-        return await self._write(lambda conn: conn.execute(sql, (attempt, id, owner)).rowcount == 1)
+        return await self._write(
+            lambda conn: conn.execute(sql, (attempt, id, owner)).rowcount == 1, opens=False
+        )
 
     async def begin_many(self, owner: str, attempts: Sequence[tuple[int, int]]) -> set[int]:
         sql = self._q(
@@ -368,7 +384,7 @@ class SQLInbox(Inbox):
             execute = conn.execute
             return {id for id, attempt in attempts if execute(sql, (attempt, id, owner)).rowcount}
 
-        return await self._write(begin)
+        return await self._write(begin, opens=False)
 
     async def fail(self, id: int, error: str, attempts: int, retry_at: float) -> None:
         sql = self._q("UPDATE inbox SET last_error = ?, attempts = ?, due_at = ? WHERE id = ?")

@@ -15,6 +15,7 @@ __all__ = [
     "DUPLICATE",
     "EXPIRE",
     "INSERT",
+    "OPEN_ELSEWHERE",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "SCHEMA",
@@ -134,6 +135,14 @@ RETURNING id
 BLOCKED = """
 SELECT 1 FROM inbox INDEXED BY inbox_open_device
 WHERE device = ? AND state IN ('pending', 'claimed') AND (state = 'pending' OR owner <> ?) LIMIT 1
+"""
+
+# Whether any entry is open that could hold a new entry back from `owner`: pending, or claimed by
+# another owner. Three probes of partial indexes, once per transaction (see `SQLiteInbox.append`).
+OPEN_ELSEWHERE = """
+SELECT EXISTS (SELECT 1 FROM inbox WHERE state = 'pending')
+    OR EXISTS (SELECT 1 FROM inbox WHERE state = 'claimed' AND owner < :owner)
+    OR EXISTS (SELECT 1 FROM inbox WHERE state = 'claimed' AND owner > :owner)
 """
 
 # Claims of other owners whose lease ended go back (never the claimer's own: its clock may have

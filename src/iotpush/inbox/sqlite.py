@@ -32,6 +32,7 @@ from ._sqlite_sql import (
     DUPLICATE,
     EXPIRE,
     INSERT,
+    OPEN_ELSEWHERE,
     OUTBOX_ADD,
     OUTBOX_TAKE,
     SLOT,
@@ -104,6 +105,9 @@ class SQLiteInbox(SQLInbox):
         self._reads_done = threading.Condition(self._readers_lock)
         self._reading = 0  # reads running in threads now: `close` waits for them
         self._gives_back = False  # the file's auto_vacuum is incremental
+        # The hot owner for which the transaction under way found no entry open but its own,
+        # with only writes that open none since (`_may_open`): its appends skip `BLOCKED`.
+        self._none_open_for: str | None = None
 
     @property
     def _name(self) -> str:
@@ -270,9 +274,27 @@ class SQLiteInbox(SQLInbox):
     # group commit --------------------------------------------------------------------------
 
     def _begin(self) -> None:
+        self._none_open_for = None
         self._handed = []
         self._tracked = []
         self._pending_added = False
+
+    def _may_open(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        def write(conn: sqlite3.Connection) -> T:
+            self._none_open_for = None
+            return fn(conn)
+
+        return write
+
+    def _blocked(self, conn: sqlite3.Connection, device: str, owner: str) -> bool:
+        """Whether an open entry of ``device`` (pending, or another owner's) holds a new one
+        back from ``owner``. Asked of the whole inbox once per transaction: while no entry is
+        open but ``owner``'s (the usual state of a server that keeps up), no device is."""
+        if self._none_open_for != owner:
+            if conn.execute(OPEN_ELSEWHERE, {"owner": owner}).fetchone()[0]:
+                return conn.execute(BLOCKED, (device, owner)).fetchone() is not None
+            self._none_open_for = owner
+        return False
 
     def _after_commit(self, wake: bool) -> None:
         if (wake or self._pending_added) and self._work is not None:
@@ -296,16 +318,14 @@ class SQLiteInbox(SQLInbox):
             if (
                 hot is not None
                 and hot.has_room()
-                and (
-                    item.device is None
-                    or not conn.execute(BLOCKED, (item.device, hot.owner)).fetchone()
-                )
+                and (item.device is None or not self._blocked(conn, item.device, hot.owner))
             ):
                 row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 0, cutoff)
             id, duplicate = self._keep(conn, INSERT, row, item, dedupe)
             if row is pending:
                 # Only an entry left pending is work for `claim`; one handed over is not.
                 self._pending_added = self._pending_added or not duplicate
+                self._none_open_for = None
             elif not duplicate:
                 claimed = Entry(id, item.received_at, item.type, item.device, item.key,
                                 item.path, item.body, item.headers, "claimed", 0,
@@ -314,7 +334,7 @@ class SQLiteInbox(SQLInbox):
                 self._handed.append(claimed)
             return Accepted(id, duplicate=duplicate)
 
-        return await self._write(insert, bounded=True)
+        return await self._write(insert, bounded=True, opens=False)
 
     def _insert(
         self, conn: Any, insert: str, row: tuple[Any, ...], dedupe: bytes
@@ -399,7 +419,7 @@ class SQLiteInbox(SQLInbox):
                 [(now, id) for id in ids],
             )
 
-        await self._write(ack)
+        await self._write(ack, opens=False)
 
     async def release(self, owner: str) -> int:
         def release(conn: sqlite3.Connection) -> int:
