@@ -87,6 +87,18 @@ def test_cli_inbox_ls_has_a_header_aligned_columns_and_says_how_many_more(store:
         assert all(row[at - 2 : at] == "  " and row[at] != " " for row in page[1:])
 
 
+def test_cli_inbox_ls_counts_the_entries_after_its_page_up_to_a_bound(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iotpush.cli import inbox
+
+    monkeypatch.setattr(inbox, "MORE_COUNTED", 1)  # 2 more after the first entry
+    over = invoke("inbox", "ls", "--limit", "1", "--store", store).splitlines()
+    assert over[-1] == "... over 1 more: add --after 1 for the next page"
+    exact = invoke("inbox", "ls", "--limit", "2", "--store", store).splitlines()
+    assert exact[-1] == "... 1 more: add --after 2 for the next page"
+
+
 def test_cli_inbox_show_prints_error_and_body(store: str) -> None:
     out = invoke("inbox", "show", "2", "--store", store)
     assert "state: dead" in out

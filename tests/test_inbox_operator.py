@@ -47,6 +47,26 @@ def test_tally_selection_counts_the_matching_entries_by_type_and_state(
 
 
 @pytest.mark.parametrize(("spec", "matching"), SELECTIONS, ids=SELECTION_IDS)
+@pytest.mark.parametrize("limit", [2, 100])
+def test_tally_with_a_limit_counts_that_many_matching_entries_at_most(
+    inbox_factory: InboxFactory,
+    clock: FakeClock,
+    spec: dict[str, Any],
+    matching: list[str],
+    limit: int,
+) -> None:
+    async def scenario() -> tuple[Tally, Tally]:
+        async with inbox_factory() as inbox:
+            sel = selection(spec, await populate(inbox, clock))
+            return await inbox.tally(sel, limit=limit), await inbox.tally(sel)
+
+    bounded, whole = asyncio.run(scenario())
+    assert bounded.total == min(limit, len(matching))
+    for key, count in bounded.counts.items():  # some of the matching entries, none other
+        assert 0 < count <= whole.counts[key]
+
+
+@pytest.mark.parametrize(("spec", "matching"), SELECTIONS, ids=SELECTION_IDS)
 def test_tally_of_replayable_counts_what_replay_then_takes(
     inbox_factory: InboxFactory,
     clock: FakeClock,

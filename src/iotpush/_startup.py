@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._when import format_duration
 from .models import NOTIFICATION_TYPES
-from .overview import Overview
+from .overview import Backlog
 
 if TYPE_CHECKING:
     from .receiver import Receiver
@@ -74,15 +74,16 @@ def _controls(config: Config) -> str:
     return ", ".join(on) or "none"
 
 
-def _left(view: Overview) -> str:
+def _left(view: Backlog) -> str:
     undelivered = view.entries.get("pending", 0) + view.entries.get("claimed", 0)
     parts = [f"{undelivered} undelivered", f"{view.entries.get('dead', 0)} dead"]
     parts += [f"{count} unpublished ({sink})" for sink, count in view.unpublished.items()]
     return ", ".join(parts)
 
 
-def summary(config: Config, receiver: Receiver, view: Overview | None) -> list[str]:
-    """The lines of the start-up summary (``view``: the store's figures, None if unreadable)."""
+def summary(config: Config, receiver: Receiver, view: Backlog | None) -> list[str]:
+    """The lines of the start-up summary (``view``: what waits in the store, None if unreadable;
+    `overview.read_backlog`, whose cost does not grow with the entries delivered)."""
     from . import __version__
 
     command_path = config.command_path or config.path.rstrip("/") + "/cmd"
@@ -125,7 +126,7 @@ def summary(config: Config, receiver: Receiver, view: Overview | None) -> list[s
     return lines
 
 
-def log_summary(config: Config, receiver: Receiver, view: Overview | None) -> None:
+def log_summary(config: Config, receiver: Receiver, view: Backlog | None) -> None:
     """Log `summary`, one INFO line each."""
     for line in summary(config, receiver, view):
         log.info("%s", line)

@@ -25,7 +25,7 @@ import msgspec
 
 from .events import Events, Published, SinkFailed
 from .inbox._sqlbase import SQLInbox
-from .overview import OverviewReader
+from .overview import OverviewReader, read_unpublished
 
 __all__ = ["DEFAULT_MAX_BACKLOG", "Check", "Health", "Report"]
 
@@ -82,8 +82,9 @@ class Health:
     """The liveness and readiness checks of one app.
 
     Args:
-        overview: Reads the store (its ``inbox`` takes the write check; its figures give each
-            sink's backlog).
+        overview: Its ``inbox`` takes the write check and gives each sink's backlog (its outbox
+            alone, `overview.read_unpublished`: not the overview's figures, whose first reading
+            counts every entry, on the probe a just-started server answers first).
         events: The app's events: a sink's last publish outcome comes from them.
         dispatcher: The dispatcher whose claim loop must run (None: not checked).
         publishers: The sinks' publishers (their ``sink`` is checked).
@@ -123,7 +124,7 @@ class Health:
             checks["dispatcher"] = Check(running, reason)
         if self.sinks:
             try:
-                backlog: dict[str, int] | str = (await self.overview.read()).unpublished
+                backlog: dict[str, int] | str = await read_unpublished(self.overview.inbox)
             except Exception as exc:  # noqa: BLE001 - reported as the checks' reason
                 backlog = f"cannot read the outbox: {exc}"
             for sink in self.sinks:

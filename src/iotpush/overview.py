@@ -24,11 +24,14 @@ __all__ = [
     "FLEET_TTL",
     "RECOUNT_EVERY",
     "SETTLE",
+    "Backlog",
     "Entries",
     "Overview",
     "OverviewReader",
     "RowCount",
+    "read_backlog",
     "read_entries",
+    "read_unpublished",
 ]
 
 RECOUNT_EVERY: Final = 300.0
@@ -135,31 +138,45 @@ class _Counts:
 _counts: weakref.WeakKeyDictionary[SQLInbox, _Counts] = weakref.WeakKeyDictionary()
 
 
-def _sql_entries(db: Any, counts: _Counts) -> Entries:
-    def one(sql: str) -> Any:
-        row = db.execute(sql, ()).fetchone()
-        return None if row is None else row[0]
+_WAITING = ("pending", "claimed", "dead")
+"""The states a partial index keeps apart: counting one reads only its entries."""
+_UNPUBLISHED = "SELECT sink, count(*) FROM outbox GROUP BY sink"  # its rows: the backlog alone
 
-    total = counts.entries(db)
-    by_state = {
-        state: int(one(f"SELECT count(*) FROM inbox WHERE state = '{state}'"))  # noqa: S608 - a constant
-        for state in ("pending", "claimed", "dead")
+
+def _one(db: Any, sql: str) -> Any:
+    row = db.execute(sql, ()).fetchone()
+    return None if row is None else row[0]
+
+
+def _waiting(db: Any) -> dict[str, int]:
+    """Entries by state, for the states that `_WAITING` names (each through its partial index)."""
+    return {
+        state: int(_one(db, f"SELECT count(*) FROM inbox WHERE state = '{state}'"))  # noqa: S608 - a constant
+        for state in _WAITING
     }
+
+
+def _unpublished(db: Any) -> dict[str, int]:
+    return {str(sink): int(n) for sink, n in db.execute(_UNPUBLISHED, ()).fetchall()}
+
+
+def _sql_entries(db: Any, counts: _Counts) -> Entries:
+    total = counts.entries(db)
+    by_state = _waiting(db)
     by_state["done"] = max(0, total - sum(by_state.values()))  # see `RowCount`: total may lag
     # Each through its partial index. An ORDER BY id of the claimed ones would walk the whole
     # table; so would a bare min(received_at): the planners would walk the index on received_at
     # until the first claimed entry, all of it when there is none. The unary + keeps them off it.
     oldest = [
-        one("SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1"),
-        one("SELECT min(+received_at) FROM inbox WHERE state = 'claimed'"),
+        _one(db, "SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1"),
+        _one(db, "SELECT min(+received_at) FROM inbox WHERE state = 'claimed'"),
     ]
     waiting = [at for at in oldest if at is not None]
-    unpublished = dict(db.execute("SELECT sink, count(*) FROM outbox GROUP BY sink", ()).fetchall())
     return Entries(
         by_state={state: by_state[state] for state in STATES},
         oldest_pending_at=min(waiting) if waiting else None,
         quarantined=counts.quarantined(db),
-        unpublished=unpublished,
+        unpublished=_unpublished(db),
     )
 
 
@@ -183,6 +200,36 @@ async def read_entries(inbox: Inbox) -> Entries:
         {state: stats.by_state.get(state, 0) for state in STATES},
         stats.oldest_pending_at, stats.quarantined, stats.unpublished,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in the store: entries not delivered, by state, and each sink's outbox."""
+
+    entries: dict[str, int]
+    """Entries pending, claimed and dead (0 where none)."""
+    unpublished: dict[str, int]
+    """Entries waiting in each sink's outbox (only the sinks with some)."""
+
+
+async def read_backlog(inbox: Inbox) -> Backlog:
+    """What waits in ``inbox``, read at a cost that does not grow with the entries delivered.
+
+    The start-up summary's figures: on a SQL store each state through its partial index and the
+    outbox (it holds the unpublished entries alone), never the whole inbox nor a `RowCount`
+    (whose first count reads every row).
+    """
+    if isinstance(inbox, SQLInbox):
+        return await inbox.read(lambda db: Backlog(_waiting(db), _unpublished(db)))
+    stats = await inbox.stats()
+    return Backlog({state: stats.by_state.get(state, 0) for state in _WAITING}, stats.unpublished)
+
+
+async def read_unpublished(inbox: Inbox) -> dict[str, int]:
+    """Entries waiting in each sink's outbox of ``inbox`` (only the sinks with some)."""
+    if isinstance(inbox, SQLInbox):
+        return await inbox.read(_unpublished)
+    return dict((await inbox.stats()).unpublished)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ from .inbox import DEFAULT_DEDUPE_WINDOW, Inbox, Mode, StoreURL
 from .logs import LogFormat, ensure_handler, uvicorn_log_config
 from .metrics import Metrics
 from .models import Notification
-from .overview import OverviewReader
+from .overview import OverviewReader, read_backlog
 from .probes import Probes
 from .projections import Projection
 from .receive import Limits
@@ -438,7 +438,7 @@ def create_app(config: Config | None = None, **changes: Any) -> Server:
         # After the server configured logging: iotpush's lines must never go out bare.
         ensure_handler(config.log_format)
         try:
-            view = await overview.read()
+            view = await read_backlog(inbox)  # not `overview`: its first reading counts every row
         except Exception as exc:  # noqa: BLE001 - the summary says it could not read
             logging.getLogger("iotpush").warning("cannot read the store's figures: %s", exc)
             view = None

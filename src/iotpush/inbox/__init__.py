@@ -511,8 +511,14 @@ class Inbox(abc.ABC):
         """Counts by state and type, duplicates, quarantine size, oldest pending."""
 
     @abc.abstractmethod
-    async def tally(self, selection: Selection, *, after: int = 0) -> Tally:
-        """Count the entries matching ``selection`` with id > ``after``, by type and state."""
+    async def tally(
+        self, selection: Selection, *, after: int = 0, limit: int | None = None
+    ) -> Tally:
+        """Count the entries matching ``selection`` with id > ``after``, by type and state.
+
+        With a ``limit``, count at most that many (which ones is unsaid): a count that reads at
+        most ``limit`` entries, however many match.
+        """
 
     @abc.abstractmethod
     async def replay(self, selection: Selection) -> int:

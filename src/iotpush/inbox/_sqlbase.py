@@ -469,12 +469,24 @@ class SQLInbox(Inbox):
 
         return await self._read(read)
 
-    async def tally(self, selection: Selection, *, after: int = 0) -> Tally:
+    def _tally_query(
+        self, selection: Selection, *, after: int, limit: int | None
+    ) -> tuple[str, list[Any]]:
+        """The statement of `tally` and its parameters (tests read its plan)."""
         clause, params = self._where(selection)
         # `_where` holds column names and placeholders only; the values are bound.
-        sql = self._q("SELECT type, state, count(*) FROM inbox WHERE id > ? AND ") + clause
-        sql += " GROUP BY type, state"
-        rows = await self._read(lambda conn: conn.execute(sql, (after, *params)).fetchall())
+        if limit is None:
+            sql = self._q("SELECT type, state, count(*) FROM inbox WHERE id > ? AND ") + clause
+            return sql + " GROUP BY type, state", [after, *params]
+        sql = self._q("SELECT type, state, count(*) FROM (SELECT type, state FROM inbox")
+        sql += self._q(" WHERE id > ? AND ") + clause + self._q(" LIMIT ?) AS matched")
+        return sql + " GROUP BY type, state", [after, *params, limit]
+
+    async def tally(
+        self, selection: Selection, *, after: int = 0, limit: int | None = None
+    ) -> Tally:
+        sql, params = self._tally_query(selection, after=after, limit=limit)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return Tally({(type_, state): int(n) for type_, state, n in rows})
 
     async def replay(self, selection: Selection) -> int:

@@ -262,11 +262,17 @@ class MemoryInbox(Inbox):
             unpublished={sink: len(ids) for sink, ids in self._outboxes.items() if ids},
         )
 
-    async def tally(self, selection: Selection, *, after: int = 0) -> Tally:
+    async def tally(
+        self, selection: Selection, *, after: int = 0, limit: int | None = None
+    ) -> Tally:
         counts: dict[tuple[str, str], int] = {}
+        left = limit
         for e in self._entries.values():
+            if left is not None and left <= 0:
+                break
             if e.id > after and _matches(e, selection):
                 counts[e.type, e.state] = counts.get((e.type, e.state), 0) + 1
+                left = None if left is None else left - 1
         return Tally(counts)
 
     async def replay(self, selection: Selection) -> int:
