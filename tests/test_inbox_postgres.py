@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -603,6 +604,53 @@ def test_attached_owner_does_not_take_a_device_another_process_holds(postgres_st
             assert [e.id for e in await a.claim("owner-a", 10, 30)] == [later.id]
 
     run(scenario())
+
+
+def test_entry_handed_over_while_a_claim_is_under_way_reaches_the_owner_after_the_claimed_ones(
+    postgres_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim commits X of d1 for owner "me"; before its rows reach the event loop, Y of d1
+    # is appended and, its device held by "me" alone, claimed for "me" at once. Handed over
+    # first, Y could begin before X: the owner must get it after the claim's rows.
+    from iotpush.inbox import postgres
+
+    clock = FakeClock()
+    seen: list[tuple[str, list[int]]] = []
+    handed = threading.Event()
+    room = [False]
+    plain = postgres.claim_rows
+
+    async def scenario() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        async with PostgresInbox(postgres_store, clock=clock) as inbox:
+
+            def on_claimed(entries: list[Entry]) -> None:
+                seen.append(("handed", [e.id for e in entries]))
+                handed.set()
+
+            inbox.attach("me", on_claimed=on_claimed, has_room=lambda: room[0])
+            x = await inbox.append(incoming(clock, "x", device="d1"))  # no room: left pending
+            room[0] = True
+            later: list[int] = []
+
+            def claim_rows(conn: Any, *args: Any) -> list[Any]:
+                rows = plain(conn, *args)  # committed
+                append = inbox.append(incoming(clock, "y", device="d1"))
+                later.append(asyncio.run_coroutine_threadsafe(append, loop).result(20).id)
+                handed.wait(2)  # the hand-over, if it comes before the claim returns
+                return rows
+
+            monkeypatch.setattr(postgres, "claim_rows", claim_rows)
+            claimed = await inbox.claim("me", 10, 30)
+            seen.append(("claimed", [e.id for e in claimed]))
+            async with asyncio.timeout(20):
+                while len(seen) < 2:
+                    await asyncio.sleep(0.01)
+            inbox.attach(None)
+            return x.id, later[0]
+
+    x, y = run(scenario())
+    assert seen == [("claimed", [x]), ("handed", [y])]
 
 
 def test_an_entry_left_by_another_process_is_claimed_on_its_notification(

@@ -147,7 +147,12 @@ def inbox() -> None:
 @inbox.command("stats")
 @store_option
 def inbox_stats(store: str) -> None:
-    """Counts by state and type, and how old the oldest undelivered entry is."""
+    """Counts by state and type, and how old the oldest undelivered entry is.
+
+    Reads every entry (a count of each type in each state): seconds on a store of millions.
+    What waits (pending, claimed, dead, the outbox, the oldest undelivered) is cheap to read on
+    any store: the gauges of /metrics and the console's overview show it.
+    """
     s = inbox_read(store, lambda inbox: inbox.stats())
     click.echo(
         f"entries: {s.total}  duplicates caught: {s.duplicates}  quarantined: {s.quarantined}"
@@ -259,7 +264,9 @@ def inbox_replay(ids: tuple[int, ...], store: str, states: tuple[str, ...], type
                  dry_run: bool) -> None:  # fmt: skip
     """Deliver entries again: by IDS (done or dead), or by filter (dead ones, unless --state).
 
-    Prints what it will replay and asks first (--yes: do not ask; --dry-run: only count).
+    Prints what it will replay and asks first (--yes: do not ask; --dry-run: only count). By
+    IDS, or the dead ones, it reads only those; --state done reads every entry the other
+    filters leave (all of them without --type, --device or --since).
     """
     sel = Selection(ids=ids or None, states=states or None, type=type_, device=device,  # type: ignore[arg-type]
                     since=since, until=until).replayable()  # fmt: skip

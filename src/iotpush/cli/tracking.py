@@ -191,6 +191,9 @@ def trackers_rebuild(
     again) unless --discard-purged; says how many finished records --finished-retention
     deleted (a rebuild brings back only what the kept notifications say of them). Prints what
     it will forget and apply and asks first (--yes: do not ask; --dry-run: only count).
+
+    Reads every kept notification, --dry-run too (it counts them by type): on a store of
+    millions, minutes.
     """
     plan = tracking_call(store, lambda t: t.rebuild_plan())
     if plan.purged is not None and not (discard_purged or dry_run):

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -167,6 +167,8 @@ class SQLInbox(Inbox):
         self._work: asyncio.Event | None = None
         self._hot: Hot | None = None
         self._handed: list[Entry] = []  # claimed by `_hot` in the transaction under way
+        self._claims = 0  # claims of a backend that claims outside its writer, under way
+        self._held_back: list[Entry] = []  # handed over while one was: see `_hand_over`
 
     @property
     def commits(self) -> int:
@@ -289,7 +291,29 @@ class SQLInbox(Inbox):
         # queued by its owner before these entries can start (their lanes keep id order anyway).
         handed, self._handed = self._handed, []
         if handed and self._hot is not None:
+            if self._claims:  # see `_claiming`
+                self._held_back += handed
+                return
             self._hot.on_claimed(handed)
+
+    @contextlib.contextmanager
+    def _claiming(self) -> Iterator[None]:
+        """Around a claim that commits outside the writer (PostgreSQL's, on its read pool).
+
+        Once it committed, the hot handoff's rule counts its entries as the owner's: a later
+        entry of one of their devices is claimed for the owner as it is appended. Were that
+        one handed over before the claim's rows reached the owner, it could begin before them.
+        So what is handed over while a claim is under way waits, and goes to the owner just
+        after the claim returned (`call_soon`: after its caller queued the claimed entries).
+        """
+        self._claims += 1
+        try:
+            yield
+        finally:
+            self._claims -= 1
+            held, self._held_back = ([], self._held_back) if self._claims else (self._held_back, [])
+            if held and self._hot is not None:
+                asyncio.get_running_loop().call_soon(self._hot.on_claimed, held)
 
     def attach(
         self,

@@ -16,7 +16,9 @@ of any process about one device take turns, and those about other devices never 
 interleave (a projection's state for a notification is its device's, a command its device's);
 and hot handoff (`Inbox.attach`) works across processes: a new entry is committed already
 claimed by this process's dispatcher unless an earlier entry of its device waits or another
-owner holds one, a rule that then sees every process's committed entries and claims. Nothing is
+owner holds one, a rule that then sees every process's committed entries and claims (one this
+process's claim committed counts as its own before the claim returns: what is handed over
+meanwhile waits for it, `SQLInbox._claiming`, or it could overtake the claimed). Nothing is
 locked for the whole database per entry, except for tracked entries without a device, which
 share one lock.
 
@@ -360,8 +362,9 @@ class PostgresInbox(SQLInbox):
         if self._work is not None:
             self._work.clear()
         now = self.clock()
-        rows = await self._read(lambda conn: claim_rows(conn, owner, limit, now, lease))
-        return [entry(row) for row in rows]
+        with self._claiming():
+            rows = await self._read(lambda conn: claim_rows(conn, owner, limit, now, lease))
+            return [entry(row) for row in rows]
 
     async def begin(self, owner: str, id: int, attempt: int) -> bool:
         # The begins of one batch are one statement (`_Begins`), whose answer is read once
