@@ -8,8 +8,8 @@ it reads on the way, on an empty store and on a prefilled one, alternated.
 The big store is `bigstore`'s (``--store FILE`` reuses it; without it one of ``--entries`` is
 filled first). With ``--postgres URL`` it is also copied once into a schema of its own there
 (`api_scale.copy_to_postgres`), beside an empty schema. Each run starts the server on its store
-(a fresh copy of the file on SQLite; the same schemas on PostgreSQL: start-up writes a few rows)
-and posts one push until it is answered 200.
+(one copy of the big file for every run, a new empty file each; the same two schemas on
+PostgreSQL: a start writes a few rows) and posts one push until it is answered 200.
 
 Per run: the seconds from the spawn to that 200; on SQLite the bytes the server's processes read
 (``rchar`` of ``/proc/PID/io``: SQLite reads its pages with ``pread``; the empty store's figure is
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         iotpush_command()
         big, entries = filled(args, workroot)
+        served = workroot / "served.db"  # the runs' copy: each start adds an entry to it
+        shutil.copyfile(big, served)
         kinds = ["sqlite-empty", "sqlite-big"]
         if args.postgres:
             for name in ("empty", "big"):
@@ -178,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             if pg is not None:
                 store = pg.url
             else:
-                path = workroot / f"run-{i}.db"
-                if kind == "sqlite-big":
-                    shutil.copyfile(big, path)
+                path = served if kind == "sqlite-big" else workroot / f"run-{i}.db"
                 store = f"sqlite:///{path}"
             run = measure(kind, code, store, args, i, pg)
             run["round"] = round_
@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  load avg {run['load']:.2f}",
                 flush=True,
             )
-            if pg is None:
-                Path(store.removeprefix("sqlite:///")).unlink(missing_ok=True)
+            if kind == "sqlite-empty":
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
@@ -205,17 +206,17 @@ def main(argv: list[str] | None = None) -> int:
             schema.drop()
         shutil.rmtree(workroot, ignore_errors=True)
     summary: dict[str, Any] = {}
-    for config in dict.fromkeys(f"{r['kind']}/{r['code']}" for r in runs):
-        mine = [r for r in runs if f"{r['kind']}/{r['code']}" == config]
+    for name in dict.fromkeys(f"{r['kind']}/{r['code']}" for r in runs):
+        mine = [r for r in runs if f"{r['kind']}/{r['code']}" == name]
         figure = "read_bytes" if "read_bytes" in mine[0] else "blocks"
-        summary[config] = {
+        summary[name] = {
             "seconds": statistics.median(r["seconds"] for r in mine),
             figure: statistics.median(r[figure] for r in mine),
         }
     print()
-    for config, figures in summary.items():
+    for name, figures in summary.items():
         amount = figures.get("read_bytes", figures.get("blocks", 0) * BLOCK) / 2**20
-        print(f"{config:<20} median {figures['seconds']:6.2f} s  {amount:8.1f} MiB")
+        print(f"{name:<20} median {figures['seconds']:6.2f} s  {amount:8.1f} MiB")
     meta = {"machine": machine(), "entries": entries, "settings": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}  # fmt: skip
     write_results(args.out, {"meta": meta, "runs": runs, "summary": summary})
