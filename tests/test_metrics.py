@@ -201,6 +201,7 @@ def test_metrics_tracker_gauges_count_commands_devices_and_shadows() -> None:
 
     async def main() -> tuple[Samples, Samples]:
         async with testing.lifespan(app):
+            await app.state["overview"].read()  # a first scrape: the fleet is empty then
             for body in (
                 testing.build("deviceAdded", device_id="a", device_info={"status": "ONLINE"}),
                 testing.build("deviceAdded", device_id="b", device_info={"status": "OFFLINE"}),
