@@ -28,7 +28,17 @@ import msgspec
 
 from ..formats.v5.models import DeviceCommandStatusUpdate
 from ..models import CommandRsp, MessageConfirm, NBCommandStatusChanged, Notification
-from ._common import Database, Finished, History, Tracker, dumps, loads, select_pages, upsert_sql
+from ._common import (
+    Cursor,
+    Database,
+    Finished,
+    History,
+    Tracker,
+    dumps,
+    loads,
+    select_pages,
+    upsert_sql,
+)
 
 __all__ = [
     "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "SPELLINGS",
@@ -220,9 +230,12 @@ def apply(db: Database, entry_id: int, received_at: float, notification: Notific
         " ON CONFLICT (command_id, entry_id) DO NOTHING",
         (command_id, entry_id, received_at, notification.notify_type, device_id, code, state,
          dumps(detail)),
-    ).rowcount  # fmt: skip
-    if inserted:
-        _refresh(db, command_id)
+    )  # fmt: skip
+    # The reads are asked before the row count is: a backend that queues statements
+    # (PostgreSQL's pipeline) waits for the database once for the three, not three times.
+    reads = _read(db, command_id)
+    if inserted.rowcount:
+        _refresh(db, command_id, reads)
 
 
 def expect(db: Database, command_id: str, device_id: str, deadline: float, now: float) -> None:
@@ -246,17 +259,26 @@ def expect(db: Database, command_id: str, device_id: str, deadline: float, now: 
     _refresh(db, command_id)
 
 
-def _refresh(db: Database, command_id: str) -> None:
-    """Recompute a command's record from its expectation and history."""
+def _read(db: Database, command_id: str) -> tuple[Cursor, Cursor]:
+    """Ask for a command's expectation and history (`_refresh` reads the answers)."""
     expectation = db.execute(
         "SELECT device_id, deadline, expected_at FROM command_expectations WHERE command_id = ?",
         (command_id,),
-    ).fetchone()
-    rows = db.execute(
+    )
+    history = db.execute(
         "SELECT entry_id, received_at, state, detail, device_id FROM command_events"
         " WHERE command_id = ? ORDER BY entry_id",
         (command_id,),
-    ).fetchall()
+    )
+    return expectation, history
+
+
+def _refresh(db: Database, command_id: str, reads: tuple[Cursor, Cursor] | None = None) -> None:
+    """Recompute a command's record from its expectation and history (``reads``: asked
+    already by `_read`)."""
+    asked, history = _read(db, command_id) if reads is None else reads
+    expectation = asked.fetchone()
+    rows = history.fetchall()
     device, deadline, expected_at = expectation or (None, None, None)
     start = None if expectation is None else "PENDING"
     state, setter, _ = _fold(start, ((row[0], row[2]) for row in rows))

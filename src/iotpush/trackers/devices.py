@@ -34,6 +34,7 @@ from ..models import (
     parse_time,
 )
 from ._common import (
+    Cursor,
     Database,
     Finished,
     History,
@@ -225,8 +226,9 @@ class _Row:
         )  # fmt: skip
 
 
-def _load(db: Database, device_id: str, received_at: float) -> _Row:
-    row = db.execute(_LOAD, (device_id,)).fetchone()
+def _load(asked: Cursor, device_id: str, received_at: float) -> _Row:
+    """The device's row from ``asked`` (the answer of `_LOAD`), or a new one."""
+    row = asked.fetchone()
     if row is None:
         return _Row(device_id, received_at, received_at)
     r = dict(zip(_COLUMNS, row, strict=True))
@@ -272,10 +274,13 @@ def apply(db: Database, entry_id: int, received_at: float, notification: Notific
         "INSERT INTO device_events (entry_id, device_id, notify_type, received_at)"
         " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
         (entry_id, n.device_id, n.notify_type, received_at),
-    ).rowcount
-    if not logged:
+    )
+    # Asked before the row count is read: a backend that queues statements (PostgreSQL's
+    # pipeline) waits for the database once for both.
+    asked = db.execute(_LOAD, (n.device_id,))
+    if not logged.rowcount:
         return
-    row = _load(db, n.device_id, received_at)
+    row = _load(asked, n.device_id, received_at)
     if not isinstance(n, BindDevice):
         row.set("gateway_id", n.gateway_id, entry_id)
     if isinstance(n, DeviceAdded | BindDevice | DeviceInfoChanged):

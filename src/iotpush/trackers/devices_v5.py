@@ -30,7 +30,7 @@ from ..formats.v5.models import (
 )
 from ..models import Notification
 from ._common import Database, Tracker, dumps
-from .devices import _SET_DATA, _TOUCH, _UPSERT, _load
+from .devices import _LOAD, _SET_DATA, _TOUCH, _UPSERT, _load
 
 __all__ = ["HANDLES", "PROJECTION", "RESET", "SCHEMA", "apply"]
 
@@ -94,10 +94,11 @@ def apply(db: Database, entry_id: int, received_at: float, notification: Notific
         "INSERT INTO device_events (entry_id, device_id, notify_type, received_at)"
         " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
         (entry_id, device, n.notify_type, received_at),
-    ).rowcount
-    if not logged:
+    )
+    asked = db.execute(_LOAD, (device,))  # before the row count: see `devices.apply`
+    if not logged.rowcount:
         return
-    row = _load(db, device, received_at)
+    row = _load(asked, device, received_at)
     row.set("gateway_id", gateway, entry_id)
     if isinstance(n, DeviceStatusUpdate):
         status: dict[str, Any] = {"status": n.body.status}

@@ -22,6 +22,7 @@ import msgspec
 
 from ..models import DeviceDesiredPropertiesModifyStatusChanged, Notification
 from ._common import (
+    Cursor,
     Database,
     Finished,
     History,
@@ -208,29 +209,40 @@ def apply(db: Database, entry_id: int, received_at: float, notification: Notific
         "INSERT INTO shadow_events (entry_id, device_id, service_id, status, properties,"
         " received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
         (entry_id, n.device_id, n.service_id, n.status, properties, received_at),
-    ).rowcount
-    if not inserted:
-        return
+    )
     key = (n.device_id, n.service_id)
-    db.execute(_SEED, key)
     status = n.status.strip().upper()
+    # Asked before the row count is read: a backend that queues statements (PostgreSQL's
+    # pipeline) waits for the database once for both.
+    asked = _expectation(db, key) if status == "DELIVERED" else None
+    if not inserted.rowcount:
+        return
+    db.execute(_SEED, key)
     if status not in _SET_STATUS:
         return
     db.execute(_SET_LAST, (status, properties, entry_id, received_at, *key, entry_id))
     db.execute(_SET_STATUS[status], (properties, entry_id, received_at, *key, entry_id))
-    if status == "DELIVERED":
-        _confirm(db, key, [(entry_id, received_at, n.properties)])
+    if asked is not None:
+        _confirm(db, key, [(entry_id, received_at, n.properties)], asked)
 
 
-def _confirm(
-    db: Database, key: tuple[str, str], delivered: list[tuple[int, float, dict[str, Any]]]
-) -> None:
-    """Confirm the service's expectation with the first matching DELIVERED push given."""
-    row = db.execute(
+def _expectation(db: Database, key: tuple[str, str]) -> Cursor:
+    return db.execute(
         "SELECT properties, expected_at FROM shadow_expectations"
         " WHERE device_id = ? AND service_id = ?",
         key,
-    ).fetchone()
+    )
+
+
+def _confirm(
+    db: Database,
+    key: tuple[str, str],
+    delivered: list[tuple[int, float, dict[str, Any]]],
+    asked: Cursor | None = None,
+) -> None:
+    """Confirm the service's expectation with the first matching DELIVERED push given
+    (``asked``: the expectation, asked already by `_expectation`)."""
+    row = (_expectation(db, key) if asked is None else asked).fetchone()
     if row is None:
         return
     expected, expected_at = loads(row[0]), row[1]

@@ -221,17 +221,19 @@ def apply(db: Database, entry_id: int, received_at: float, notification: Notific
         " event, value, detail, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (entry_id) DO NOTHING",
         (entry_id, *key, kind, name, value, dumps(detail), received_at),
-    ).rowcount
-    if inserted:
-        _refresh(db, key)
-
-
-def _refresh(db: Database, key: tuple[str, str, str]) -> None:
-    rows = db.execute(
+    )
+    # The history is asked before the row count is read: a backend that queues statements
+    # (PostgreSQL's pipeline) waits for the database once for both.
+    history = db.execute(
         "SELECT entry_id, received_at, kind, event, value, detail FROM upgrade_events"
         " WHERE operation_id = ? AND sub_operation_id = ? AND device_id = ? ORDER BY entry_id",
         key,
-    ).fetchall()
+    )
+    if inserted.rowcount:
+        _refresh(db, key, history.fetchall())
+
+
+def _refresh(db: Database, key: tuple[str, str, str], rows: list[Any]) -> None:
     states = [row for row in rows if row[3] == "state"]
     results = [row for row in rows if row[3] == "result"]
     state = states[-1] if states else None
