@@ -192,6 +192,55 @@ def test_append_state_slot_only_a_repeat_of_its_latest_key_is_a_duplicate(
     asyncio.run(scenario())
 
 
+def test_appends_at_once_keep_append_order_and_dedupe_as_one_by_one(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with inbox_factory(dedupe_window=60.0) as inbox:
+            old = await inbox.append(incoming(clock, "a", device="d1"))
+            held = await inbox.append(incoming(clock, "A", slot="registry:d1", device="d1"))
+            clock.advance(61)
+            accepted = await asyncio.gather(  # one transaction where the store has them
+                inbox.append(incoming(clock, "x", device="d1")),
+                inbox.append(incoming(clock, "a", device="d1")),  # past the window: new
+                inbox.append(incoming(clock, "B", slot="registry:d1", device="d1")),  # other key
+                inbox.append(incoming(clock, "a", device="d1")),  # the new one's duplicate
+                inbox.append(incoming(clock, "y", device="d1")),
+                inbox.append(incoming(clock, "B", slot="registry:d1", device="d1")),
+            )
+            stored = await inbox.find(Selection())
+        x, a, b, a_again, y, b_again = accepted
+        assert [e.duplicate for e in accepted] == [False, False, False, True, False, True]
+        assert old.id < held.id < x.id < a.id < b.id < y.id
+        assert (a_again.id, b_again.id) == (a.id, b.id)
+        assert ids_of(stored) == [old.id, held.id, x.id, a.id, b.id, y.id]
+        assert [e.duplicates for e in stored] == [0, 0, 0, 1, 1, 0]
+
+    asyncio.run(scenario())
+
+
+def test_appends_at_once_after_one_left_for_claim_leave_its_device_in_order(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with inbox_factory() as inbox:
+            room = iter([False, True, True])
+            handed: list[Entry] = []
+            inbox.attach("me", lease=LEASE, on_claimed=handed.extend, has_room=lambda: next(room))
+            first, second, other = await asyncio.gather(
+                inbox.append(incoming(clock, "p", device="d1")),  # no room: left for `claim`
+                inbox.append(incoming(clock, "q", device="d1")),  # room, but behind `p`
+                inbox.append(incoming(clock, "r", device="d2")),
+            )
+            states = [(await inbox.get(a.id)).state for a in (first, second, other)]
+        assert states[:2] == ["pending", "pending"]
+        # A backend may leave hot handoff out (`Inbox.attach`): then every entry waits.
+        assert states[2] == ("claimed" if handed else "pending")
+        assert ids_of(handed) in ([other.id], [])
+
+    asyncio.run(scenario())
+
+
 def test_append_same_key_after_delivery_is_a_duplicate_and_stays_done(
     inbox_factory: InboxFactory, clock: FakeClock
 ) -> None:

@@ -21,11 +21,13 @@ __all__ = [
     "CANDIDATES_LOCKED",
     "CHANNEL",
     "CLAIM_IDS",
+    "CLEAR_SLOTS",
     "COLUMNS",
     "DB_NOW",
     "DEVICE_LOCKS",
     "INBOX_SCHEMA",
     "INSERT",
+    "INSERT_MANY",
     "LOCK_DEVICES",
     "LOCK_ROWS",
     "NOTIFY",
@@ -165,6 +167,42 @@ RETURNING id, owner
 ACK = """
 UPDATE inbox SET state = 'done', finished_at = %s, owner = NULL, lease_until = NULL
 WHERE id = ANY(%s::bigint[]) AND (state = 'claimed') IS TRUE
+"""
+
+# The appends of a batch in one INSERT, each row as `INSERT` takes it (arrays of its
+# parameters, in append order; ``window``: the dedupe window). Identity values follow the
+# SELECT's order, so ids follow the appends'. Its rows cannot see each other: the caller gives
+# a row no ``owner`` after a row of its device that has none, and the slots of one statement are
+# distinct (`CLEAR_SLOTS` has freed the stale ones), so every row is answered, by its digest.
+INSERT_MANY = f"""
+INSERT INTO inbox (received_at, type, device, key, dedupe, path, body, headers, due_at, state,
+    owner, lease_until)
+SELECT r.at, r.type, r.device, r.key, r.dedupe, r.path, r.body, r.headers, r.at,
+    CASE WHEN hot.owner IS NULL THEN 'pending' ELSE 'claimed' END, hot.owner,
+    CASE WHEN hot.owner IS NULL THEN NULL ELSE {DB_NOW} + r.lease END
+FROM unnest(%(at)s::float8[], %(type)s::text[], %(device)s::text[], %(key)s::text[],
+        %(dedupe)s::bytea[], %(path)s::text[], %(body)s::bytea[], %(headers)s::text[],
+        %(owner)s::text[], %(lease)s::float8[])
+    WITH ORDINALITY AS r(at, type, device, key, dedupe, path, body, headers, owner, lease, n)
+CROSS JOIN LATERAL (SELECT CASE WHEN r.owner IS NULL OR EXISTS (
+        SELECT 1 FROM inbox WHERE device = r.device AND state IN ('pending', 'claimed')
+            AND (state = 'pending' OR owner <> r.owner))
+    THEN NULL ELSE r.owner END AS owner) AS hot
+ORDER BY r.n
+ON CONFLICT (dedupe) DO UPDATE
+    SET duplicates = inbox.duplicates + 1, last_duplicate_at = excluded.received_at
+    WHERE inbox.key = excluded.key AND inbox.received_at >= excluded.received_at - %(window)s
+RETURNING id, duplicates, owner, lease_until, dedupe
+"""  # noqa: S608 - a constant: only the clock expression is interpolated
+
+# Before `INSERT_MANY`: the slots its rows take that an entry of another key holds, or one
+# received before the window (what `SQLInbox._inserted` does for one row after the fact).
+CLEAR_SLOTS = """
+UPDATE inbox SET dedupe = NULL
+WHERE dedupe = ANY(%(dedupe)s::bytea[])
+    AND (key <> (%(key)s::text[])[array_position(%(dedupe)s::bytea[], dedupe)]
+        OR received_at < (%(at)s::float8[])[array_position(%(dedupe)s::bytea[], dedupe)]
+            - %(window)s)
 """
 
 OUTBOX_ADD = "INSERT INTO outbox (sink, id) SELECT sink, %s FROM unnest(%s::text[]) AS sink"

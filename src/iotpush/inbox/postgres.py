@@ -58,10 +58,12 @@ from ._postgres_db import (
 from ._postgres_sql import (
     ACK,
     BEGIN,
+    CLEAR_SLOTS,
     COLUMNS,
     DB_NOW,
     DEVICE_LOCKS,
     INSERT,
+    INSERT_MANY,
     NOTIFY,
     OUTBOX_ADD,
     OUTBOX_TAKE,
@@ -158,6 +160,9 @@ class PostgresInbox(SQLInbox):
             if devices[0] == "" and self._group is not None:
                 self._group.hold_shared()
             conn.execute(DEVICE_LOCKS, (devices,))
+        appends = [fn for fn in writes if isinstance(fn, _Append)]
+        if appends:
+            _Appends.split(appends, self.dedupe_window)
         begins = [fn for fn in writes if isinstance(fn, _Begin)]
         if begins:
             _Begins(begins)
@@ -425,9 +430,10 @@ class PostgresInbox(SQLInbox):
 
 
 class _Append(Sent):
-    """One `PostgresInbox.append` in a batch: its INSERT is sent with the batch's others."""
+    """One `PostgresInbox.append` in a batch: its row is sent with the batch's others, in one
+    INSERT (`_Appends`)."""
 
-    __slots__ = ("alone", "cursor", "device", "inbox", "item", "row")
+    __slots__ = ("alone", "appends", "device", "inbox", "item", "row")
 
     def __init__(
         self, inbox: PostgresInbox, item: Incoming, row: dict[str, Any], alone: bool
@@ -436,22 +442,26 @@ class _Append(Sent):
         self.item = item
         self.row = row
         self.alone = alone  # no dispatcher attached here: a pending entry is another's work
-        self.cursor: Any = None
+        self.appends: _Appends | None = None  # set as the batch is sent
         # The lock it takes (DEVICE_LOCKS): its device's; a tracked entry without one, ''.
         self.device = item.device
         if item.device is None and item.notification is not None:
             self.device = "" if inbox.projections.wants(item.notification.notify_type) else None
 
     def send(self, conn: Pipelined) -> None:
-        self.cursor = conn.execute(INSERT, self.row)
+        if self.appends is None:
+            _Appends([self], self.inbox.dedupe_window)
+        assert self.appends is not None
+        self.appends.send(conn)
 
     def __call__(self, conn: Pipelined) -> Accepted:
         inbox, item = self.inbox, self.item
-        cursor = self.cursor if self.cursor is not None else conn.execute(INSERT, self.row)
-        self.cursor = None  # a batch run again sends it again
-        id, duplicates, owner, lease_until = inbox._inserted(
-            conn, cursor, INSERT, self.row, self.row["dedupe"]
-        )
+        found = None if self.appends is None else self.appends.row(self.row["dedupe"])
+        self.appends = None  # a batch run again sends it again
+        if found is None:  # another process took the slot meanwhile: as one row, after the fact
+            found = inbox._inserted(conn, conn.execute(INSERT, self.row), INSERT, self.row,
+                                    self.row["dedupe"])  # fmt: skip
+        id, duplicates, owner, lease_until = found[:4]
         if duplicates:
             return Accepted(id, duplicate=True)
         inbox._kept(conn, id, item)
@@ -522,3 +532,59 @@ class _Begins:
                 for found, by in cursor.fetchall():
                     self._begun.setdefault(found, set()).add(by)
         return owner in self._begun.get(id, ())
+
+
+class _Appends:
+    """Appends of one batch in one INSERT (`INSERT_MANY`), after the statement that frees their
+    stale slots; sent where the first of them is, and each one's row found by its digest.
+
+    A batch whose appends repeat a slot (a push sent again while the first is being written)
+    is cut before each repetition, into statements run in order: the later one sees the earlier.
+    """
+
+    __slots__ = ("_rows", "cursor", "params")
+
+    def __init__(self, appends: list[_Append], window: float) -> None:
+        columns = ("at", "type", "device", "key", "dedupe", "path", "body", "headers", "owner",
+                   "lease")  # fmt: skip
+        self.params: dict[str, Any] = {name: [a.row[name] for a in appends] for name in columns}
+        self.params["window"] = window
+        # A row cannot see the rows before it in the statement: after a row of its device left
+        # for `claim`, one row of the same device is left too (one by one, it would see it).
+        waiting: set[str] = set()
+        owners = self.params["owner"]
+        for k, a in enumerate(appends):
+            device = a.row["device"]
+            if device is not None:
+                if device in waiting:
+                    owners[k] = None
+                elif owners[k] is None:
+                    waiting.add(device)
+        self.cursor: Any = None
+        self._rows: dict[bytes, Any] | None = None
+        for a in appends:
+            a.appends = self
+
+    @classmethod
+    def split(cls, appends: list[_Append], window: float) -> None:
+        """Give each of a batch's appends its statement."""
+        start = 0
+        seen: set[bytes] = set()
+        for k, a in enumerate(appends):
+            if a.row["dedupe"] in seen:
+                cls(appends[start:k], window)
+                start, seen = k, set()
+            seen.add(a.row["dedupe"])
+        if start < len(appends):
+            cls(appends[start:], window)
+
+    def send(self, conn: Pipelined) -> None:
+        if self.cursor is None:
+            conn.execute(CLEAR_SLOTS, self.params)
+            self.cursor = conn.execute(INSERT_MANY, self.params)
+
+    def row(self, dedupe: bytes) -> Any:
+        """The row answered for the append of slot digest ``dedupe`` (None: none was)."""
+        if self._rows is None:
+            self._rows = {row[4]: row for row in self.cursor.fetchall()}
+        return self._rows.get(dedupe)
