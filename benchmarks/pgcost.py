@@ -194,10 +194,70 @@ async def measure(server: str, n: int, connections: int, warm: int) -> dict[str,
     }
 
 
+async def measure_appends(server: str, n: int, batch: int, warm: int) -> dict[str, Any]:
+    """The receive path alone: `PostgresInbox.append` with the trackers (as ``iotpush serve``
+    gives them), in batches of exactly ``batch`` concurrent appends (one transaction each), no
+    dispatcher: the figures per entry."""
+    import psycopg
+
+    from benchmarks.ladder import cpu, incoming, requests
+    from iotpush.inbox import _migrations
+    from iotpush.inbox.postgres import PostgresInbox
+    from iotpush.server import PROJECTIONS
+
+    schema = f"iotpush_cost_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
+    url = f"{server}{'&' if '?' in server else '?'}schema={schema}"
+    try:
+        _migrations.upgrade(url)
+        inbox = PostgresInbox(url, projections=PROJECTIONS)
+        await inbox.open()
+        db = Server(server, schema)
+
+        async def append_all(reqs: list[tuple[str, bytes]]) -> None:
+            items = [incoming(path, body) for path, body in reqs]
+            for k in range(0, len(items), batch):
+                await asyncio.gather(*(inbox.append(item) for item in items[k : k + batch]))
+
+        try:
+            await append_all(requests(warm, start=10 * n))
+            db.reset_statements()
+            reqs = requests(n)
+            before, cpu0, wall0, commits0 = db.reading(), cpu(), time.perf_counter(), inbox.commits
+            threads0 = threads()
+            await append_all(reqs)
+            wall, spent, after = time.perf_counter() - wall0, cpu() - cpu0, db.reading()
+            by_thread = {k: v - threads0.get(k, 0.0) for k, v in threads().items()}
+            transactions = inbox.commits - commits0
+            statements = db.top_statements()
+        finally:
+            await inbox.close()
+            db.conn.close()
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
+    per = 1e6 / n
+    return {
+        "n": n,
+        "rate": n / wall,
+        "iotpush_us": spent * per,
+        "postgres_us": (after["cpu"] - before["cpu"]) * per,
+        "wakeups": (after["switches"] - before["switches"]) / n,
+        "commits": transactions / n,
+        "statements": sum(calls for calls, _, _ in statements) / n if statements else None,
+        "top": [(calls / n, ms * 1e3 / n, query[:150]) for calls, ms, query in statements[:25]],
+        "load": os.getloadavg()[0],
+        "threads": {k: v * per for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def show(label: str, r: dict[str, Any]) -> str:
     stmts = "-" if r["statements"] is None else f"{r['statements']:.2f}"
+    writer = r["threads"].get("iotpush-postgres-writer", 0.0)
     return (
-        f"{label:8} {r['rate']:8,.0f}/s  iotpush {r['iotpush_us']:6.0f} µs  postgres"
+        f"{label:8} {r['rate']:8,.0f}/s  iotpush {r['iotpush_us']:6.0f} µs (writer"
+        f" {writer:4.0f})  postgres"
         f" {r['postgres_us']:6.0f} µs  wakeups {r['wakeups']:5.2f}  commits {r['commits']:5.3f}"
         f"  statements {stmts}  load {r['load']:.1f}"
     )
@@ -207,6 +267,7 @@ def run_child(python: str, code_root: Path, args: argparse.Namespace) -> dict[st
     """One measurement in a new process of ``python`` (whose ``iotpush`` is that code's)."""
     cmd = [python, str(Path(__file__).resolve()), "--json", "--postgres", args.postgres]
     cmd += ["-n", str(args.n), "--connections", str(args.connections), "--warm", str(args.warm)]
+    cmd += ["--appends", str(args.appends)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code_root, check=False)
     if done.returncode != 0:
@@ -221,6 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", type=int, default=20_000, help="notifications measured [%(default)s]")
     p.add_argument("--warm", type=int, default=2_000, help="notifications before [%(default)s]")
     p.add_argument("--connections", type=int, default=64, help="senders [%(default)s]")
+    p.add_argument(
+        "--appends",
+        type=int,
+        metavar="BATCH",
+        default=0,
+        help="instead: the inbox's appends alone, in transactions of BATCH (no dispatcher)",
+    )
     p.add_argument("--statements", action="store_true", help="list the top statements")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.add_argument("--before", type=Path, help="a checkout of other code, run alternated")
@@ -229,7 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.before is None:
         import uvloop
 
-        result = uvloop.run(measure(args.postgres, args.n, args.connections, args.warm))
+        if args.appends:
+            result = uvloop.run(measure_appends(args.postgres, args.n, args.appends, args.warm))
+        else:
+            result = uvloop.run(measure(args.postgres, args.n, args.connections, args.warm))
         if args.json:
             print(json.dumps(result))
             return
