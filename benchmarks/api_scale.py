@@ -40,9 +40,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmarks import bodies, services
 from iotpush import trackers
 from iotpush.api import QueryAPI
-from iotpush.idempotency import key_and_slot
+from iotpush.idempotency import key_and_slot, slot_order
 from iotpush.inbox import Inbox, _migrations
-from iotpush.inbox._sqlbase import slot_digest
+from iotpush.inbox._sqlite_sql import ordered_digest
 from iotpush.models import Notification, decode
 from iotpush.projections import Projections
 from iotpush.server import PROJECTIONS, open_inbox
@@ -85,7 +85,7 @@ def entries(
         ).encode()
         notification = decode(body, _route(template.path))  # type: ignore[arg-type]
         key, slot = key_and_slot(notification)
-        dedupe = slot_digest(slot)
+        dedupe = ordered_digest(slot, slot_order(notification) if slot == key else None)
         at = start + span * n / count
         row = (n + 1, at, template.type, device, key, dedupe, template.path, body, at, at)
         yield row, notification, None if slot == key else dedupe

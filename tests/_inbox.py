@@ -69,6 +69,7 @@ def incoming(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     path: str = RECEIVE,
+    order: float | None = None,
 ) -> Incoming:
     """A notification as the app hands it to the inbox; the slot is the key unless given."""
     return Incoming(
@@ -80,6 +81,7 @@ def incoming(
         path=path,
         headers={"content-type": "application/json"} if headers is None else headers,
         received_at=clock.now if received_at is None else received_at,
+        order=order,
     )
 
 

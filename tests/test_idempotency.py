@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from iotpush import decode
-from iotpush.idempotency import digest, key_and_slot
+from iotpush.idempotency import digest, key_and_slot, slot_order
+from iotpush.inbox import Incoming
 from tests.conftest import EXAMPLES
 
 
@@ -87,3 +88,22 @@ def test_event_keys_include_their_identity() -> None:
     assert key_of("10-deviceEvent", body={"level": "low"})[0] != key_of("10-deviceEvent")[0]
     assert key_of("13-ruleEvent", triggerTime="20261121T101501Z")[0] != key_of("13-ruleEvent")[0]
     assert key_of("09-commandRsp", header__requestId="1007")[0] != key_of("09-commandRsp")[0]
+
+
+def test_slot_order_of_an_event_is_the_time_its_key_names() -> None:
+    data = json.loads(EXAMPLES["04-deviceDataChanged"])
+    notification = decode(json.dumps(data).encode())
+    assert slot_order(notification) == 1449922332.0  # 20151212T121212Z
+    data["service"]["eventTime"] = "not a time"
+    assert slot_order(decode(json.dumps(data).encode())) is None
+
+
+def test_incoming_order_only_for_a_slot_that_is_its_key() -> None:
+    event = decode(EXAMPLES["04-deviceDataChanged"])
+    state = decode(EXAMPLES["03-deviceInfoChanged"])
+    made = {
+        name: Incoming.from_notification(n, body=b"{}", path="/", headers={}, received_at=0.0)
+        for name, n in (("event", event), ("state", state))
+    }
+    assert made["event"].order == slot_order(event) is not None
+    assert made["state"].order is None

@@ -118,16 +118,21 @@ def test_get_unknown_id_raises_entry_not_found(
 # dedupe --------------------------------------------------------------------------------------
 
 
+# An event slot whose key names a time (`Incoming.order`): SQLite orders its digest by it.
+ORDERS = pytest.mark.parametrize("order", [None, T0 - 5.0], ids=["plain", "ordered"])
+
+
+@ORDERS
 def test_append_same_key_within_window_counts_a_duplicate_of_the_kept_entry(
-    inbox_factory: InboxFactory, clock: FakeClock
+    inbox_factory: InboxFactory, clock: FakeClock, order: float | None
 ) -> None:
     async def scenario() -> None:
         async with inbox_factory(dedupe_window=60.0) as inbox:
-            first = await inbox.append(incoming(clock, "a"))
+            first = await inbox.append(incoming(clock, "a", order=order))
             clock.advance(10)
-            second = await inbox.append(incoming(clock, "a"))
+            second = await inbox.append(incoming(clock, "a", order=order))
             clock.advance(40)
-            third = await inbox.append(incoming(clock, "a"))
+            third = await inbox.append(incoming(clock, "a", order=order))
             entry = await inbox.get(first.id)
             everything = await inbox.find(Selection())
         assert not first.duplicate
@@ -139,16 +144,17 @@ def test_append_same_key_within_window_counts_a_duplicate_of_the_kept_entry(
     asyncio.run(scenario())
 
 
+@ORDERS
 def test_append_same_key_past_window_makes_a_new_entry(
-    inbox_factory: InboxFactory, clock: FakeClock
+    inbox_factory: InboxFactory, clock: FakeClock, order: float | None
 ) -> None:
     async def scenario() -> None:
         async with inbox_factory(dedupe_window=60.0) as inbox:
-            first = await inbox.append(incoming(clock, "a"))
+            first = await inbox.append(incoming(clock, "a", order=order))
             clock.advance(61)
-            second = await inbox.append(incoming(clock, "a"))
+            second = await inbox.append(incoming(clock, "a", order=order))
             clock.advance(1)
-            third = await inbox.append(incoming(clock, "a"))
+            third = await inbox.append(incoming(clock, "a", order=order))
             kept = await inbox.find(Selection())
         assert not second.duplicate
         assert second.id > first.id

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .formats import FORMATS, digest
 from .models import Notification
 
-__all__ = ["digest", "key_and_slot"]
+__all__ = ["digest", "key_and_slot", "slot_order"]
 
 
 def key_and_slot(notification: Notification) -> tuple[str, str]:
@@ -26,3 +26,13 @@ def key_and_slot(notification: Notification) -> tuple[str, str]:
     shared by the types that change the same state (``deviceAdded`` ... ``deviceDeleted``).
     """
     return FORMATS.key_and_slot(notification)
+
+
+def slot_order(notification: Notification) -> float | None:
+    """The time (seconds since the epoch) the idempotency key of ``notification`` names, for
+    the types whose key is its own slot and carries an event time; else None.
+
+    A retry repeats the key and so this time: the SQLite inbox orders the dedupe index by it, so
+    that new slots land on the index's last pages (see `iotpush.inbox.Incoming.order`).
+    """
+    return FORMATS.slot_order(notification)

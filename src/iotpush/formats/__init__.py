@@ -52,6 +52,7 @@ class Formats:
                 self.types[name] = spec
                 self._format_of[name] = fmt
         self._keys: dict[type, KeyRule] = {spec.model: spec.key for spec in self.types.values()}
+        self._orders = {spec.model: spec.order for spec in self.types.values() if spec.order}
 
     def format_of(self, kind: str) -> PushFormat:
         """The format of the type named ``kind``.
@@ -83,6 +84,11 @@ class Formats:
         key, slot = self._keys[type(notification)](notification)
         key = f"{notification.notify_type}:{key}"
         return key, key if slot is None else slot
+
+    def slot_order(self, notification: Notification) -> float | None:
+        """The time the key of ``notification`` names, when its type says (`TypeSpec.order`)."""
+        order = self._orders.get(type(notification))
+        return None if order is None else order(notification)
 
 
 FORMATS: Final = Formats([LEGACY, V5])

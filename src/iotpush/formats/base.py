@@ -44,12 +44,17 @@ class TypeSpec(Generic[N]):
             whose latest key it is compared with (see `iotpush.idempotency`).
         sample: The members of a plausible fresh one, by attribute name (nested as dicts).
         callback: The `PushMessageReceiver` method called for it (None: there is none).
+        order: For a type whose key is its own slot and names a time (a data report's event
+            time): that time, in seconds since the epoch, or None when it does not parse. A
+            retry repeats the key, so it repeats this time: a store may keep such slots in
+            time order (see `iotpush.inbox.Incoming.order`). None: the type has no such time.
     """
 
     model: type[N]
     key: Callable[[N], tuple[str, str | None]]
     sample: Callable[[Faker], dict[str, Any]]
     callback: str | None = None
+    order: Callable[[N], float | None] | None = None
 
     @property
     def name(self) -> str:

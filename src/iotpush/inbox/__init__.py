@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 from ..events import Events
-from ..idempotency import key_and_slot
+from ..idempotency import key_and_slot, slot_order
 from ..projections import Projection, Projections
 from ._store import Mode, StoreURL
 
@@ -92,6 +92,9 @@ class Incoming:
     received_at: float
     notification: Notification | None = field(default=None, compare=False, repr=False)
     """The decoded body, when the caller has it: the inbox feeds it to its projections."""
+    order: float | None = None
+    """The time the key names, when it is its own slot and names one
+    (`iotpush.idempotency.slot_order`): the SQLite inbox orders its dedupe index by it."""
 
     @classmethod
     def from_notification(
@@ -106,9 +109,10 @@ class Incoming:
         """What to append for ``notification``, decoded from ``body`` as received on ``path``:
         its type, device, and idempotency key and slot (`iotpush.idempotency.key_and_slot`)."""
         key, slot = key_and_slot(notification)
+        order = slot_order(notification) if slot == key else None
         return cls(
             body, notification.notify_type, notification.device, key, slot, path, headers,
-            received_at, notification,
+            received_at, notification, order,
         )  # fmt: skip
 
 

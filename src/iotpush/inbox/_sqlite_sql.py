@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import Selection, _sqlbase
-from ._sqlbase import COLUMNS
+from ._sqlbase import COLUMNS, slot_digest
 
 __all__ = [
     "BLOCKED",
@@ -18,9 +18,11 @@ __all__ = [
     "OPEN_ELSEWHERE",
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
+    "PLAIN_BEFORE",
     "SCHEMA",
     "SLOT",
     "clustered",
+    "ordered_digest",
     "where",
 ]
 
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     device TEXT,
     key TEXT NOT NULL,
     dedupe BLOB UNIQUE,          -- digest of the slot while this entry holds it, else NULL
+                                 -- (`ordered_digest`: event slots lead with their time)
     path TEXT NOT NULL,
     body BLOB NOT NULL,
     headers TEXT NOT NULL,
@@ -100,7 +103,34 @@ CREATE TABLE IF NOT EXISTS ready_checks (
     name TEXT PRIMARY KEY,
     checked_at REAL NOT NULL
 );
+-- When the store began to order its slot digests (migration 10): the newest entry received
+-- before, whose event slots are held by their plain digests (no row: the store had no entry).
+CREATE TABLE IF NOT EXISTS plain_digests (
+    received_before REAL NOT NULL
+);
 """
+
+
+def ordered_digest(slot: str, order: float | None) -> bytes:
+    """The ``dedupe`` column of the entry holding ``slot``: its digest (`slot_digest`), led for
+    an event slot by the time its key names (``order``, `Incoming.order`), in 4 bytes of
+    seconds, then 12 bytes of the digest.
+
+    The dedupe index is a B-tree: plain digests are random, so on a big store each new slot
+    lands on a leaf of its own and each commit writes as many index pages as it has entries.
+    Event slots led by their time land on the index's few newest pages; a retry repeats its key,
+    so it finds its slot under the same time. State slots (and events without a readable time)
+    keep the plain digest: there are as many as things whose state they hold.
+    """
+    digest = slot_digest(slot)
+    if order is None:
+        return digest
+    seconds = min(max(int(order), 0), 0xFFFFFFFF)
+    return seconds.to_bytes(4, "big") + digest[:12]
+
+
+# The entries whose event slots are held by plain digests were received up to this time.
+PLAIN_BEFORE = "SELECT max(received_before) FROM plain_digests"
 
 # No upsert: SQLite takes an AUTOINCREMENT id for an INSERT even when its ON CONFLICT clause
 # turns it into an update (a duplicate) or into nothing (a state slot held by another key), so

@@ -35,7 +35,9 @@ from ._sqlite_sql import (
     OPEN_ELSEWHERE,
     OUTBOX_ADD,
     OUTBOX_TAKE,
+    PLAIN_BEFORE,
     SLOT,
+    ordered_digest,
     where,
 )
 from ._store import Mode
@@ -108,6 +110,9 @@ class SQLiteInbox(SQLInbox):
         # The hot owner for which the transaction under way found no entry open but its own,
         # with only writes that open none since (`_may_open`): its appends skip `BLOCKED`.
         self._none_open_for: str | None = None
+        # The newest entry of the store received before it ordered slot digests: until the
+        # dedupe window has passed it, a slot is looked up by its plain digest too.
+        self._plain_before: float | None = None
 
     @property
     def _name(self) -> str:
@@ -185,6 +190,7 @@ class SQLiteInbox(SQLInbox):
             for step in _migrations.migrate_sqlite(conn, os.path.abspath(self.path)):
                 log.info("the inbox %s: applied migration %d", self.path, step.version)
             self._gives_back = _sqlite_open.gives_back(conn)
+            (self._plain_before,) = conn.execute(PLAIN_BEFORE).fetchone()
             if self.exclusive and not self._gives_back:
                 log.warning(
                     "the inbox %s was made without incremental vacuum: what is purged is reused"
@@ -304,12 +310,18 @@ class SQLiteInbox(SQLInbox):
     # receive path --------------------------------------------------------------------------
 
     async def append(self, item: Incoming) -> Accepted:
-        dedupe = slot_digest(item.slot)
+        dedupe = ordered_digest(item.slot, item.order)
         headers = _json_encode(item.headers).decode()
         cutoff = item.received_at - self.dedupe_window
+        before = self._plain_before
+        plain = (
+            slot_digest(item.slot)
+            if item.order is not None and before is not None and before >= cutoff
+            else None
+        )
         pending = (
             item.received_at, item.type, item.device, item.key, dedupe, item.path, item.body,
-            headers, item.received_at, "pending", None, None, 0, cutoff,
+            headers, item.received_at, "pending", None, None, 0, cutoff, plain,
         )  # fmt: skip
 
         def insert(conn: sqlite3.Connection) -> Accepted:
@@ -320,7 +332,8 @@ class SQLiteInbox(SQLInbox):
                 and hot.has_room()
                 and (item.device is None or not self._blocked(conn, item.device, hot.owner))
             ):
-                row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 0, cutoff)
+                row = (*pending[:9], "claimed", hot.owner, self.clock() + hot.lease, 0,
+                       *pending[13:])  # fmt: skip
             id, duplicate = self._keep(conn, INSERT, row, item, dedupe)
             if row is pending:
                 # Only an entry left pending is work for `claim`; one handed over is not.
@@ -339,8 +352,15 @@ class SQLiteInbox(SQLInbox):
     def _insert(
         self, conn: Any, insert: str, row: tuple[Any, ...], dedupe: bytes
     ) -> tuple[int, bool]:
-        *values, cutoff = row
+        *values, cutoff, plain = row
         held = conn.execute(SLOT, (dedupe,)).fetchone()
+        if held is None and plain is not None:
+            # An entry kept before the store ordered its digests holds the slot by its plain
+            # digest: a duplicate if it is the same key inside the window; else it keeps that
+            # digest (no new entry will take it) and the new entry takes the ordered one.
+            held = conn.execute(SLOT, (plain,)).fetchone()
+            if held is not None and not (held[1] == values[3] and held[2] >= cutoff):
+                held = None
         if held is not None:
             id, key, received_at = held
             if key == values[3] and received_at >= cutoff:

@@ -29,10 +29,18 @@ TYPES: Final[tuple[TypeSpec[Any], ...]] = (
         m.DeviceInfoChanged, keys.registry, samples.device_info_changed, "handleDeviceInfoChanged"
     ),
     TypeSpec(
-        m.DeviceDataChanged, keys.data, samples.device_data_changed, "handleDeviceDataChanged"
+        m.DeviceDataChanged,
+        keys.data,
+        samples.device_data_changed,
+        "handleDeviceDataChanged",
+        order=keys.data_time,
     ),
     TypeSpec(
-        m.DeviceDatasChanged, keys.datas, samples.device_datas_changed, "handleDeviceDatasChanged"
+        m.DeviceDatasChanged,
+        keys.datas,
+        samples.device_datas_changed,
+        "handleDeviceDatasChanged",
+        order=keys.datas_time,
     ),
     TypeSpec(
         m.ServiceInfoChanged,
@@ -41,12 +49,20 @@ TYPES: Final[tuple[TypeSpec[Any], ...]] = (
         "handleServiceInfoChanged",
     ),
     TypeSpec(m.DeviceDeleted, keys.registry, samples.device_deleted, "handleDeviceDeleted"),
-    TypeSpec(m.MessageConfirm, keys.confirm, samples.message_confirm, "handleMessageConfirm"),
+    TypeSpec(
+        m.MessageConfirm,
+        keys.confirm,
+        samples.message_confirm,
+        "handleMessageConfirm",
+        order=keys.confirm_time,
+    ),
     TypeSpec(m.CommandRsp, keys.command_rsp, samples.command_rsp, "handleCommandRsp"),
-    TypeSpec(m.DeviceEvent, keys.event, samples.device_event, "handleDeviceEvent"),
+    TypeSpec(
+        m.DeviceEvent, keys.event, samples.device_event, "handleDeviceEvent", order=keys.event_time
+    ),
     TypeSpec(m.DeviceModelAdded, keys.model, samples.device_model, "handleDeviceModelAdded"),
     TypeSpec(m.DeviceModelDeleted, keys.model, samples.device_model, "handleDeviceModelDeleted"),
-    TypeSpec(m.RuleEvent, keys.rule, samples.rule_event, "handleRuleEvent"),
+    TypeSpec(m.RuleEvent, keys.rule, samples.rule_event, "handleRuleEvent", order=keys.rule_time),
     TypeSpec(
         m.DeviceDesiredPropertiesModifyStatusChanged,
         keys.shadow,

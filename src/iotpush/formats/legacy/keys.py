@@ -14,13 +14,18 @@ from . import models as m
 __all__ = [
     "command_rsp",
     "confirm",
+    "confirm_time",
     "data",
+    "data_time",
     "datas",
+    "datas_time",
     "event",
+    "event_time",
     "model",
     "nb_command",
     "registry",
     "rule",
+    "rule_time",
     "service_info",
     "shadow",
     "upgrade_result",
@@ -85,6 +90,37 @@ def upgrade_state(
     n: m.SwUpgradeStateChangeNotify | m.FwUpgradeStateChangeNotify,
 ) -> tuple[str, str | None]:
     return _body(n), f"upgrade:{n.device_id}:{n.operation_id}:{n.sub_operation_id}"
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return m.parse_time(value).timestamp()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+# The time each event key above names (`TypeSpec.order`): a retry repeats it with the key.
+
+
+def data_time(n: m.DeviceDataChanged) -> float | None:
+    return _seconds(n.service.event_time)
+
+
+def datas_time(n: m.DeviceDatasChanged) -> float | None:
+    times = [t for t in (_seconds(s.event_time) for s in n.services) if t is not None]
+    return min(times) if times else None
+
+
+def confirm_time(n: m.MessageConfirm) -> float | None:
+    return _seconds(n.header.timestamp)
+
+
+def event_time(n: m.DeviceEvent) -> float | None:
+    return _seconds(n.header.event_time)
+
+
+def rule_time(n: m.RuleEvent) -> float | None:
+    return _seconds(n.trigger_time)
 
 
 def model(n: m._ModelNotification) -> tuple[str, str | None]:

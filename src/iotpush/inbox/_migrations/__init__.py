@@ -43,6 +43,7 @@ from . import (
     m0007_history_entry_indexes,
     m0008_ready_checks,
     m0009_finished_records,
+    m0010_ordered_dedupe,
 )
 
 __all__ = [
@@ -99,6 +100,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
             m0007_history_entry_indexes,
             m0008_ready_checks,
             m0009_finished_records,
+            m0010_ordered_dedupe,
         ),
         start=1,
     )
