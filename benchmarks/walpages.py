@@ -15,9 +15,10 @@ writes into the file, so they count the I/O a notification costs; unlike ok/s an
 not depend on what else the machine runs. The same counts for both stores: what the big store
 costs more, tree by tree.
 
-``--ordered-dedupe`` is a what-if, not a mode of iotpush: it replaces each new slot digest by
-one that grows with every append (8 bytes of a counter, then 8 of the digest), as if the dedupe
-index received its keys in order; it shows what the dedupe index's random inserts cost.
+``--ordered-dedupe`` is a what-if, not a mode of iotpush: it replaces every new slot digest,
+state slots' too, by one that grows with every append (8 bytes of a counter, then 8 of the
+digest), as if the dedupe index received all its keys in order; it shows what the dedupe index's
+random inserts cost (the inbox orders only event slots, by their time: `ordered_digest`).
 See benchmarks/README.md (the big store).
 """
 
@@ -124,13 +125,15 @@ def ordered_digests(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    real: Callable[[str], bytes] = sqlite_inbox.slot_digest
+    real: Callable[[str, float | None], bytes] = sqlite_inbox.ordered_digest
     counter = itertools.count(1)
-    sqlite_inbox.slot_digest = lambda slot: struct.pack(">Q", next(counter)) + real(slot)[:8]
+    sqlite_inbox.ordered_digest = lambda slot, order: (
+        struct.pack(">Q", next(counter)) + real(slot, None)[:8]
+    )
     try:
         yield
     finally:
-        sqlite_inbox.slot_digest = real
+        sqlite_inbox.ordered_digest = real
 
 
 def frames(wal: bytes) -> list[int]:
