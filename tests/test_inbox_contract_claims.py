@@ -279,6 +279,24 @@ def test_begins_at_once_each_answer_for_their_own_entry(
     asyncio.run(scenario())
 
 
+def test_begin_many_records_only_the_attempts_of_entries_the_owner_holds(
+    inbox_factory: InboxFactory, clock: FakeClock
+) -> None:
+    async def scenario() -> None:
+        async with inbox_factory() as inbox:
+            a, b, c, d = await append_all(
+                inbox, *(incoming(clock, k, device=f"dev-{k}") for k in "abcd")
+            )
+            await inbox.claim("A", 2, LEASE)
+            await inbox.claim("B", 1, LEASE)
+            begun = await inbox.begin_many("A", [(a, 1), (c, 1), (b, 2), (d, 1)])
+            stored = [await inbox.get(id) for id in (a, b, c, d)]
+        assert begun == {a, b}
+        assert [e.attempts for e in stored] == [1, 2, 0, 0]
+
+    asyncio.run(scenario())
+
+
 # ack, fail, dead -----------------------------------------------------------------------------
 
 

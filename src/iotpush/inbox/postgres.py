@@ -380,13 +380,17 @@ class PostgresInbox(SQLInbox):
         return begins.began(owner, id)
 
     async def begin_many(self, owner: str, attempts: Sequence[tuple[int, int]]) -> set[int]:
-        sql = "UPDATE inbox SET attempts = %s WHERE id = %s AND state = 'claimed' AND owner = %s"
+        if not attempts:
+            return set()
 
-        def begin(conn: Any) -> list[tuple[int, Any]]:
-            return [(id, conn.execute(sql, (attempt, id, owner))) for id, attempt in attempts]
+        def begin(conn: Pipelined) -> _Begins:
+            # One statement (`BEGIN`: each row by primary key), answered once committed.
+            begins = _Begins([_Begin(owner, id, attempt) for id, attempt in attempts])
+            begins.send(conn)
+            return begins
 
-        # As in `begin`: the row counts are read once committed.
-        return {id for id, cursor in await self._write(begin) if cursor.rowcount == 1}
+        begins = await self._write(begin)
+        return {id for id, _ in attempts if begins.began(owner, id)}
 
     async def ack(self, ids: Sequence[int]) -> None:
         await self._write(lambda conn: conn.execute(ACK, (self.clock(), list(ids))))
