@@ -116,6 +116,16 @@ def data(device: str, **values: Any) -> Any:
     )  # fmt: skip
 
 
+def reload_until(page: Page, done: Callable[[], bool]) -> None:
+    """Reload ``page`` until ``done()``: delivery (and dead-lettering) happens in the background,
+    and a page shows what was true when it was loaded. The caller's `expect` says what failed."""
+    for _ in range(50):
+        if done():
+            return
+        page.wait_for_timeout(200)
+        page.reload()
+
+
 def figure(page: Page, name: str) -> Any:
     return page.locator(f'[data-figure="{name}"]')
 
@@ -189,6 +199,7 @@ def test_console_dead_entry_shows_its_traceback_and_replays_to_delivered(
     with serve(receiver) as url:
         post(url, data("meter-7", reading=42.5))
         log_in(page, url, "/ui/notifications?state=dead")
+        reload_until(page, lambda: page.locator("tbody tr").count() == 1)
         expect(page.locator("tbody tr")).to_have_count(1)
         page.locator("tbody tr a").first.click()
         expect(page.get_by_role("heading", name=re.compile("Entry 1"))).to_contain_text("dead")
@@ -201,11 +212,7 @@ def test_console_dead_entry_shows_its_traceback_and_replays_to_delivered(
         page.get_by_role("link", name="Replay…").click()
         page.get_by_role("button", name="Replay entry 1").click()
         expect(page.get_by_role("status")).to_contain_text("Replayed")
-        for _ in range(50):  # delivery happens in the background: look again until it is done
-            if "done" in page.get_by_role("heading", level=1).inner_text():
-                break
-            page.wait_for_timeout(200)
-            page.reload()
+        reload_until(page, lambda: "done" in page.get_by_role("heading", level=1).inner_text())
         expect(page.get_by_role("heading", level=1)).to_contain_text("done")
 
 
@@ -218,6 +225,7 @@ def test_console_replays_every_dead_entry_of_a_filter_after_showing_how_many(
         for i, device in enumerate(("meter-1", "meter-1", "meter-2")):
             post(url, data(device, reading=i))
         log_in(page, url, "/ui/notifications?state=dead&device=meter-1")
+        reload_until(page, lambda: page.locator("tbody tr").count() == 2)
         expect(page.locator("tbody tr")).to_have_count(2)
         receiver.broken = False
         page.get_by_role("link", name=re.compile("Replay dead entries")).click()
@@ -279,6 +287,7 @@ def test_console_forged_post_without_csrf_token_is_refused(page: Page, serve: An
     with serve(receiver) as url:
         post(url, data("meter-3", reading=1))
         log_in(page, url, "/ui/notifications/1")
+        reload_until(page, lambda: "dead" in page.get_by_role("heading", level=1).inner_text())
         expect(page.get_by_role("heading", level=1)).to_contain_text("dead")
         # What a page of another site could make the browser send: the session, no CSRF token.
         answer = page.request.post(url + "/ui/notifications/1/replay", form={"csrf": "forged"})

@@ -34,6 +34,7 @@ __all__ = [
     "OUTBOX_ADD",
     "OUTBOX_TAKE",
     "PURGE_LOCK",
+    "PURGE_UNLOCK",
     "RELEASE_EXPIRED",
     "collated",
     "translate",
@@ -48,6 +49,11 @@ _TEXT = re.compile(r"\bTEXT\b")
 # connection the round opens for it (`PostgresInbox.purge_turn`); its key is not a device's.
 PURGE_LOCK = (
     "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || '/ retention', 7284))"
+)
+# Given back before the connection closes: the server drops a closed session's locks only once
+# its backend has exited, which may be after another process's next round has asked.
+PURGE_UNLOCK = (
+    "SELECT pg_advisory_unlock(hashtextextended(current_schema() || '/ retention', 7284))"
 )
 
 INBOX_SCHEMA = _TEXT.sub(

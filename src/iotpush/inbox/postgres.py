@@ -68,6 +68,7 @@ from ._postgres_sql import (
     OUTBOX_ADD,
     OUTBOX_TAKE,
     PURGE_LOCK,
+    PURGE_UNLOCK,
     translate,
     where,
 )
@@ -281,7 +282,10 @@ class PostgresInbox(SQLInbox):
         conn = await asyncio.to_thread(target.connect, None, "retention", self.db_timeout)
         try:
             row = await asyncio.to_thread(lambda: conn.execute(PURGE_LOCK).fetchone())
-            yield bool(row[0])
+            locked = bool(row[0])
+            yield locked
+            if locked:
+                await asyncio.to_thread(conn.execute, PURGE_UNLOCK)
         finally:
             await asyncio.to_thread(conn.close)
 
