@@ -128,7 +128,7 @@ class Dispatcher:
         self._ack_task: asyncio.Task[None] | None = None
         # Attempts to record, each with the future its worker awaits (see `_begin`).
         self._begins: list[tuple[int, int, asyncio.Future[bool]]] = []
-        self._begin_task: asyncio.Task[None] | None = None
+        self._begin_writes: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._caught_up = False  # the last claim found less than it asked for
@@ -170,8 +170,10 @@ class Dispatcher:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        if self._begin_task is not None:
-            await asyncio.gather(self._begin_task, return_exceptions=True)
+        if self._begins:  # gathered, its write not sent yet
+            self._write_begins()
+        if self._begin_writes:
+            await asyncio.gather(*self._begin_writes, return_exceptions=True)
         await self._flush_acks()
         # What is still held goes back; an entry whose handlers never started was not charged.
         self._lanes.clear()
@@ -536,35 +538,40 @@ class Dispatcher:
     def _begin(self, id: int, attempt: int) -> asyncio.Future[bool]:
         """Record an attempt together with those of the other workers starting now: one write
         (and one wake-up of the group commit) for all the lanes a commit set going."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._begins:
+            loop.call_soon(self._write_begins)  # the workers woken with this one queue theirs first
         self._begins.append((id, attempt, future))
-        if self._begin_task is None:
-            self._begin_task = asyncio.create_task(self._flush_begins())
         return future
 
-    async def _flush_begins(self) -> None:
+    def _write_begins(self) -> None:
+        # Each gathering is written at once, beside any still under way: begins that waited for
+        # an earlier write to commit would start their handlers a whole group commit later.
+        begins, self._begins = self._begins, []
+        if not begins:  # sent already by `stop`
+            return
+        write = asyncio.create_task(self._record_begins(begins))
+        self._begin_writes.add(write)
+        write.add_done_callback(self._begin_writes.discard)
+
+    async def _record_begins(self, begins: list[tuple[int, int, asyncio.Future[bool]]]) -> None:
         try:
-            await asyncio.sleep(0)  # the workers woken with this one queue theirs first
-            while self._begins:
-                begins, self._begins = self._begins, []
-                try:
-                    began = await self.inbox.begin_many(
-                        self.owner, [(id, attempt) for id, attempt, _ in begins]
-                    )
-                except asyncio.CancelledError:
-                    for _, _, future in begins:
-                        future.cancel()
-                    raise
-                except Exception as exc:  # noqa: BLE001 - each worker handles it as from `begin`
-                    for _, _, future in begins:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for id, _, future in begins:
-                    if not future.done():  # its worker was cancelled
-                        future.set_result(id in began)
-        finally:
-            self._begin_task = None
+            began = await self.inbox.begin_many(
+                self.owner, [(id, attempt) for id, attempt, _ in begins]
+            )
+        except asyncio.CancelledError:
+            for _, _, future in begins:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - each worker handles it as from `begin`
+            for _, _, future in begins:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for id, _, future in begins:
+            if not future.done():  # its worker was cancelled
+                future.set_result(id in began)
 
     def _ack(self, id: int) -> None:
         self._acks.append(id)
