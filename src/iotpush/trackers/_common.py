@@ -15,8 +15,8 @@ from ..projections import Cursor, Database
 
 __all__ = [
     "FINISHED_SCHEMA", "Cursor", "Database", "Finished", "History", "Tracker", "dumps",
-    "finished_purges", "fold_ranked", "key_cursor", "key_pattern", "limit_sql", "loads",
-    "movers_and_latest", "page_sql", "parse_key", "upsert_sql",
+    "finished_events", "finished_purges", "fold_ranked", "key_cursor", "key_pattern", "limit_sql",
+    "loads", "movers_and_latest", "page_sql", "parse_key", "upsert_sql",
 ]  # fmt: skip
 
 MAX_LIMIT = 1000
@@ -148,6 +148,22 @@ def finished_purges(db: Database) -> dict[str, tuple[int, float]]:
     (those went because nothing was heard about them since before it)."""
     rows = db.execute("SELECT kind, records, last_before FROM finished_purges", ()).fetchall()
     return {kind: (int(records), float(before)) for kind, records, before in rows}
+
+
+def finished_events(kind: str, table: str, key: str, final: str) -> Finished:
+    """`Finished` of a record whose history is the record (v5 messages, tasks): each ``key`` of
+    ``table`` with a push matching ``final`` before the bound and no push since, all its rows."""
+    quiet = (
+        f"NOT EXISTS (SELECT 1 FROM {table} AS n"  # noqa: S608 - constants
+        f" WHERE n.{key} = {table}.{key} AND n.received_at >= ?)"
+    )
+    return Finished(
+        kind,
+        f"SELECT {key} FROM {table} WHERE {final} AND received_at < ? AND {quiet}"  # noqa: S608
+        " ORDER BY received_at",
+        f"DELETE FROM {table} WHERE {key} = ? AND {quiet}",  # noqa: S608 - constants
+        (),
+    )
 
 
 def movers_and_latest(table: str, key: str, ranks: Mapping[str, int]) -> str:

@@ -17,10 +17,10 @@ from ..formats.v5.models import DeviceMessageStatusUpdate, enc_hook
 from ..models import Notification
 from ._common import (
     Database,
-    Finished,
     History,
     Tracker,
     dumps,
+    finished_events,
     fold_ranked,
     loads,
     movers_and_latest,
@@ -148,17 +148,8 @@ HISTORY: Final = History("message_events", movers_and_latest("message_events", "
 """What retention keeps of the history: the pushes that moved each message's status, and its
 latest push."""
 
-_FINAL_PUSH: Final = "status IN ('DELIVERED', 'FAILED', 'TIMEOUT')"
-_QUIET: Final = (
-    "NOT EXISTS (SELECT 1 FROM message_events AS n"
-    " WHERE n.message_id = message_events.message_id AND n.received_at >= ?)"
-)
-FINISHED: Final = Finished(
-    "messages",
-    f"SELECT message_id FROM message_events WHERE {_FINAL_PUSH} AND received_at < ? AND {_QUIET}"  # noqa: S608
-    " ORDER BY received_at",
-    f"DELETE FROM message_events WHERE message_id = ? AND {_QUIET}",  # noqa: S608 - constants
-    (),
+FINISHED: Final = finished_events(
+    "messages", "message_events", "message_id", "status IN ('DELIVERED', 'FAILED', 'TIMEOUT')"
 )
 """What finished-retention deletes: each message with a final status (its history is the
 record), once no push about it came since."""

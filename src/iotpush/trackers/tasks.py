@@ -15,7 +15,7 @@ import msgspec
 
 from ..formats.v5.models import BatchTaskUpdate
 from ..models import Notification
-from ._common import Database, Finished, History, Tracker, fold_ranked, movers_and_latest
+from ._common import Database, History, Tracker, finished_events, fold_ranked, movers_and_latest
 
 __all__ = [
     "FINISHED", "HANDLES", "HISTORY", "PROJECTION", "RANKS", "RESET", "SCHEMA", "TaskEvent",
@@ -119,17 +119,11 @@ HISTORY: Final = History("task_events", movers_and_latest("task_events", "task_i
 """What retention keeps of the history: the pushes that moved each task's status, and its latest
 push."""
 
-_FINAL_PUSH: Final = "upper(status) IN ('SUCCESS', 'PARTIALSUCCESS', 'FAIL', 'STOPPED')"
-_QUIET: Final = (
-    "NOT EXISTS (SELECT 1 FROM task_events AS n"
-    " WHERE n.task_id = task_events.task_id AND n.received_at >= ?)"
-)
-FINISHED: Final = Finished(
+FINISHED: Final = finished_events(
     "tasks",
-    f"SELECT task_id FROM task_events WHERE {_FINAL_PUSH} AND received_at < ? AND {_QUIET}"  # noqa: S608
-    " ORDER BY received_at",
-    f"DELETE FROM task_events WHERE task_id = ? AND {_QUIET}",  # noqa: S608 - constants
-    (),
+    "task_events",
+    "task_id",
+    "upper(status) IN ('SUCCESS', 'PARTIALSUCCESS', 'FAIL', 'STOPPED')",
 )
 """What finished-retention deletes: each task with a final status (its history is the
 record), once no push about it came since."""
