@@ -179,19 +179,8 @@ async def measure(server: str, n: int, connections: int, warm: int) -> dict[str,
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
-    per = 1e6 / n
-    return {
-        "n": n,
-        "rate": n / wall,
-        "iotpush_us": spent * per,
-        "postgres_us": (after["cpu"] - before["cpu"]) * per,
-        "wakeups": (after["switches"] - before["switches"]) / n,
-        "commits": (after["commits"] - before["commits"]) / n,
-        "statements": sum(calls for calls, _, _ in statements) / n if statements else None,
-        "top": [(calls / n, ms * 1e3 / n, query[:150]) for calls, ms, query in statements[:25]],
-        "load": os.getloadavg()[0],
-        "threads": {k: v * per for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])},
-    }
+    commits = after["commits"] - before["commits"]
+    return figures(n, wall, spent, before, after, commits, statements, by_thread)
 
 
 async def measure_appends(server: str, n: int, batch: int, warm: int) -> dict[str, Any]:
@@ -237,6 +226,22 @@ async def measure_appends(server: str, n: int, batch: int, warm: int) -> dict[st
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
+    return figures(n, wall, spent, before, after, transactions, statements, by_thread)
+
+
+def figures(
+    n: int,
+    wall: float,
+    spent: float,
+    before: dict[str, float],
+    after: dict[str, float],
+    commits: float,
+    statements: list[tuple[int, float, str]],
+    by_thread: dict[str, float],
+) -> dict[str, Any]:
+    """One measurement's figures per entry, from what was read before and after ``n`` of them:
+    ``spent`` seconds of iotpush's CPU in ``wall`` seconds, `Server.reading` before and after,
+    ``commits`` transactions, the top statements and the CPU seconds of each thread."""
     per = 1e6 / n
     return {
         "n": n,
@@ -244,7 +249,7 @@ async def measure_appends(server: str, n: int, batch: int, warm: int) -> dict[st
         "iotpush_us": spent * per,
         "postgres_us": (after["cpu"] - before["cpu"]) * per,
         "wakeups": (after["switches"] - before["switches"]) / n,
-        "commits": transactions / n,
+        "commits": commits / n,
         "statements": sum(calls for calls, _, _ in statements) / n if statements else None,
         "top": [(calls / n, ms * 1e3 / n, query[:150]) for calls, ms, query in statements[:25]],
         "load": os.getloadavg()[0],
